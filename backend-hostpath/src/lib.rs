@@ -1,0 +1,1 @@
+//! Node-local hostPath backend: one directory per claim on a node disk.

@@ -1,0 +1,1 @@
+//! NFS subdirectory backend: one directory per claim on an NFS export.

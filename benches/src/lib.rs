@@ -1,0 +1,1 @@
+//! Benchmark helpers; the benchmarks are in `benches/`.

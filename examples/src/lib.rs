@@ -1,0 +1,1 @@
+//! Runnable examples for provisioner-core; see the `examples/` directory of this package.

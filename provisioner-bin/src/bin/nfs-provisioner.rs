@@ -1,0 +1,5 @@
+//! `nfs-provisioner`: dynamic NFS subdirectory provisioner.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Shared pieces of the shipped provisioner binaries (command-line handling, subcommands).

@@ -1,0 +1,1 @@
+//! PVC→PV matching and binding, exactly as Kubernetes decides it.
