@@ -1,1 +1,4 @@
-//! Shared pieces of the shipped provisioner binaries (command-line handling, subcommands).
+//! Shared pieces of the shipped provisioner binaries: reading manifests and the subcommands
+//! every binary carries (`explain`).
+
+pub mod manifest;
