@@ -1,4 +1,5 @@
 //! Shared pieces of the shipped provisioner binaries: reading manifests and the subcommands
 //! every binary carries (`explain`).
 
+pub mod explain;
 pub mod manifest;

@@ -256,7 +256,10 @@ items:
   metadata: {name: c}
 "#;
         let pvs: Vec<PersistentVolume> = parse_all(path(), text).unwrap();
-        let names: Vec<_> = pvs.iter().map(|pv| pv.metadata.name.clone().unwrap()).collect();
+        let names: Vec<_> = pvs
+            .iter()
+            .map(|pv| pv.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(names, ["a", "b", "c"]);
     }
 
@@ -290,7 +293,11 @@ items:
     #[test]
     fn syntax_errors_name_the_file() {
         let err = parse_all::<PersistentVolume>(path(), "kind: [unclosed\n").unwrap_err();
-        assert!(err.to_string().starts_with("volumes.yaml: not valid YAML or JSON"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("volumes.yaml: not valid YAML or JSON"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -303,12 +310,19 @@ items:
         )
         .unwrap();
         let err = read_one::<PersistentVolumeClaim>(&file).unwrap_err();
-        assert!(matches!(err, ManifestError::NotOne { found: 2, .. }), "{err}");
+        assert!(
+            matches!(err, ManifestError::NotOne { found: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn unreadable_file_is_reported() {
         let err = read_all::<PersistentVolume>(Path::new("/nonexistent/volumes.yaml")).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read /nonexistent/volumes.yaml"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot read /nonexistent/volumes.yaml"),
+            "{err}"
+        );
     }
 }
