@@ -26,7 +26,19 @@ RECIPE=1
 say() { printf '[control-plane] %s\n' "$*" >&2; }
 die() { printf '[control-plane] error: %s\n' "$*" >&2; exit 1; }
 
-command -v go >/dev/null 2>&1 || die "Go toolchain not found on PATH. Install Go >= 1.26 (https://go.dev/doc/install or Debian's golang package) and retry."
+if ! command -v go >/dev/null 2>&1; then
+  # Binaries built earlier for these versions (by any Go) still do; Go is only needed to build.
+  for dir in "$CACHE_ROOT/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_"*"_r${RECIPE}"; do
+    if [ -f "$dir/.complete" ]; then
+      say "Go is not on PATH; using cached binaries in $dir"
+      echo "$dir"
+      exit 0
+    fi
+  done
+  die "Go toolchain not found on PATH, and no binaries for Kubernetes ${K8S_VERSION} are cached.
+  Building them needs Go >= 1.26 (https://go.dev/doc/install; Debian bookworm's golang
+  package is too old) and access to the Go module proxy. Install it and retry."
+fi
 GO_VERSION=$(go env GOVERSION)
 case "$GO_VERSION" in
   go1.2[6-9]*|go1.[3-9]*) ;;
