@@ -353,8 +353,11 @@ impl fmt::Display for Quantity {
         if self.negative {
             f.write_str("-")?;
         }
+        // Parsing caps binary values at 2^63-1; a larger one (only reachable through
+        // `with_format`) is written in decimal rather than spelled out digit by digit.
         if self.format == Format::BinarySi
             && compare_magnitude(self, &Quantity::from_u64(1024)) != Ordering::Less
+            && compare_magnitude(self, &Quantity::from_u64(BINARY_CAP)) != Ordering::Greater
         {
             let (mut integer, exact) = self.integer_digits();
             if exact {
@@ -657,7 +660,10 @@ mod tests {
     #[test]
     fn binary_values_are_capped_at_max_int64() {
         assert_eq!(q("9Ei"), Quantity::from_u64(i64::MAX as u64));
-        assert_eq!(q("9223372036854775807Ki"), Quantity::from_u64(i64::MAX as u64));
+        assert_eq!(
+            q("9223372036854775807Ki"),
+            Quantity::from_u64(i64::MAX as u64)
+        );
         assert_eq!(q("7Ei"), Quantity::from_u64(7 << 60));
         // Decimal values are not capped.
         assert!(q("12E") > q("9Ei"));
@@ -692,6 +698,7 @@ mod tests {
             ("1.G", "1G"),
             (".", "0"),
             ("+5", "5"),
+            ("1e2147483647", "10e2147483646"),
         ];
         for (input, canonical) in cases {
             assert_eq!(q(input).to_string(), canonical, "{input}");
@@ -700,15 +707,54 @@ mod tests {
     }
 
     #[test]
+    fn numbers_without_digits_follow_apimachinery() {
+        // The int64 fast path never reads the literal, so these are zero...
+        for zero in ["-", "+", ".", "-.", "Ki", "Ti", "k", "e3"] {
+            assert_eq!(q(zero), Quantity::zero(), "{zero}");
+        }
+        // ...while the big-decimal path needs a digit.
+        for no_digit in ["Pi", "Ei", "e-20", ".e-20"] {
+            assert!(
+                matches!(Quantity::parse(no_digit), Err(QuantityError::Numeric { .. })),
+                "{no_digit}"
+            );
+        }
+        assert_eq!(q("0.e-20"), Quantity::zero());
+    }
+
+    #[test]
+    fn binary_format_of_huge_values_falls_back_to_decimal() {
+        let huge = q("1e30").with_format(Format::BinarySi);
+        assert_eq!(huge.to_string(), "1e30");
+        assert_eq!(q("2048").with_format(Format::BinarySi).to_string(), "2Ki");
+    }
+
+    #[test]
     fn invalid_strings_are_typed_errors() {
         assert_eq!(Quantity::parse(""), Err(QuantityError::Empty));
-        for bad in ["1K", "0.1mi", "0.1am", ".5i", "1i", "-3.01i", "-3.01e-", "1Kib", "1ee3"] {
+        for bad in [
+            "1K", "0.1mi", ".5i", "1i", "-3.01i", "-3.01e-", "1ee3", "1Ki3",
+        ] {
             assert!(
-                matches!(Quantity::parse(bad), Err(QuantityError::UnknownSuffix { .. })),
+                matches!(
+                    Quantity::parse(bad),
+                    Err(QuantityError::UnknownSuffix { .. })
+                ),
                 "{bad}"
             );
         }
-        for bad in ["1.1.M", "1+1.0M", "aoeu", " 1", "1 ", "1e3e", "10 Gi", "Non-Numeric"] {
+        for bad in [
+            "1.1.M",
+            "1+1.0M",
+            "0.1am",
+            "aoeu",
+            " 1",
+            "1 ",
+            "1e3e",
+            "10 Gi",
+            "Non-Numeric",
+            "1Kib",
+        ] {
             assert!(
                 matches!(Quantity::parse(bad), Err(QuantityError::Malformed { .. })),
                 "{bad}"
