@@ -715,7 +715,10 @@ mod tests {
         // ...while the big-decimal path needs a digit.
         for no_digit in ["Pi", "Ei", "e-20", ".e-20"] {
             assert!(
-                matches!(Quantity::parse(no_digit), Err(QuantityError::Numeric { .. })),
+                matches!(
+                    Quantity::parse(no_digit),
+                    Err(QuantityError::Numeric { .. })
+                ),
                 "{no_digit}"
             );
         }
