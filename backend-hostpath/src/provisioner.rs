@@ -27,7 +27,7 @@
 //! | symlink or non-directory in the way | `Infeasible` | `Failed` |
 //! | filesystem call timed out | `InBackground` | `Failed` |
 //! | other filesystem error | `Final` | `Failed` |
-//! | volume's node gone (cluster-wide instance) | — | `Ok` without touching the data (default policy), or `Failed` (keep policy) |
+//! | volume's node gone (cluster-wide instance) | — | `Ok(Forgotten)` without touching the data (default policy: a Warning Event on the volume says so), or `Failed` (keep policy) |
 //! | volume's node unreadable from its affinity (cluster-wide instance) | — | `Failed` |
 
 use std::collections::BTreeMap;
@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use provisioner_core::plan::claim::selected_node;
 use provisioner_core::provisioner::{
-    DeleteError, DeleteRequest, ParameterError, ProvisionError, ProvisionRequest,
+    DeleteError, DeleteOutcome, DeleteRequest, ParameterError, ProvisionError, ProvisionRequest,
     ProvisionedVolume, Provisioner,
 };
 use provisioner_core::quantity::Quantity;
@@ -459,7 +459,7 @@ impl<F: VolumeFilesystem> HostPathProvisioner<F> {
     async fn delete_volume(
         &self,
         request: &DeleteRequest<HostPathParams>,
-    ) -> Result<(), DeleteError> {
+    ) -> Result<DeleteOutcome, DeleteError> {
         let config = self.config();
         let (node, recorded) = match &request.volume {
             Some(pv) => {
@@ -473,8 +473,9 @@ impl<F: VolumeFilesystem> HostPathProvisioner<F> {
                 })?;
                 (recorded.node, Some(recorded.location))
             }
-            // Provisioning was interrupted before the volume was saved: the scheduler's
-            // node, and a marker if a directory was made.
+            // No volume was saved (an interrupted provisioning, or a stale record): the
+            // scheduler's node, and a marker if a directory was made. The marker records the
+            // directory, so a pathPattern over claim labels needs no re-rendering.
             None => (
                 request
                     .selected_node
@@ -489,13 +490,13 @@ impl<F: VolumeFilesystem> HostPathProvisioner<F> {
                 format!("volume {}: {reason}", request.volume_name),
             ))),
             DeleteDecision::Forget { node } => {
-                tracing::warn!(
-                    volume = %request.volume_name,
-                    node,
-                    "the volume's node no longer exists; its data stays on that node's disk \
-                     and the PersistentVolume is released"
+                let message = format!(
+                    "node {node} no longer exists: volume {} deleted without its data, which \
+                     stays on that node's disk (node-gone policy: forget the volume)",
+                    request.volume_name
                 );
-                Ok(())
+                tracing::warn!(volume = %request.volume_name, node, "{message}");
+                Ok(DeleteOutcome::forgotten(message))
             }
             DeleteDecision::WaitForNode { node } => {
                 Err(DeleteError::failed(HostPathError::NodeGone {
@@ -510,7 +511,7 @@ impl<F: VolumeFilesystem> HostPathProvisioner<F> {
                 };
                 let Some(location) = location else {
                     // The marker is written before the directory: no marker, no directory.
-                    return Ok(());
+                    return Ok(DeleteOutcome::Deleted);
                 };
                 let removed = self
                     .fs
@@ -527,7 +528,7 @@ impl<F: VolumeFilesystem> HostPathProvisioner<F> {
                     already_gone = removed == Removed::AlreadyGone,
                     "volume directory removed"
                 );
-                Ok(())
+                Ok(DeleteOutcome::Deleted)
             }
         }
     }
@@ -550,7 +551,10 @@ impl<F: VolumeFilesystem> Provisioner for HostPathProvisioner<F> {
         self.provision_volume(&request).await
     }
 
-    async fn delete(&self, request: DeleteRequest<HostPathParams>) -> Result<(), DeleteError> {
+    async fn delete(
+        &self,
+        request: DeleteRequest<HostPathParams>,
+    ) -> Result<DeleteOutcome, DeleteError> {
         self.delete_volume(&request).await
     }
 

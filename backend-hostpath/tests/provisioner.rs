@@ -24,8 +24,8 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use provisioner_core::provisioner::{
-    ClaimIdentity, DeleteError, DeleteRequest, ProvisionError, ProvisionRequest, ProvisionedVolume,
-    Provisioner,
+    ClaimIdentity, DeleteError, DeleteOutcome, DeleteRequest, ProvisionError, ProvisionRequest,
+    ProvisionedVolume, Provisioner,
 };
 use provisioner_core::volume_path::VolumePath;
 use tokio::sync::watch;
@@ -764,9 +764,11 @@ async fn deletes_from_the_record_only_on_its_own_node() {
     assert!(dir.exists());
 
     assert!(node_a.should_delete(&pv));
-    node_a.delete(delete_request(pv.clone())).await.unwrap();
+    let outcome = node_a.delete(delete_request(pv.clone())).await.unwrap();
+    assert_eq!(outcome, DeleteOutcome::Deleted);
     assert!(!dir.exists());
-    node_a.delete(delete_request(pv)).await.unwrap();
+    let again = node_a.delete(delete_request(pv)).await.unwrap();
+    assert_eq!(again, DeleteOutcome::Deleted, "idempotent");
 }
 
 #[tokio::test]
@@ -837,6 +839,45 @@ async fn an_interrupted_provision_is_cleaned_up_without_a_volume() {
 }
 
 #[tokio::test]
+async fn an_interrupted_provision_named_from_claim_labels_is_found_by_its_marker() {
+    let h = Harness::new(TWO_DISKS);
+    let class = mk_class("patterned", &[]);
+    let pattern = params(&[(
+        "pathPattern",
+        "{{ .PVC.Namespace }}/{{ .PVC.Name }}/{{ .PVC.Labels.team }}",
+    )]);
+    let claim = ClaimSpec {
+        labels: &[("team", "db")],
+        ..ClaimSpec::default()
+    };
+    let node_a = h.node("node-a");
+    let volume = node_a
+        .provision(mk_request(
+            "pvc-7",
+            &claim,
+            &class,
+            pattern.clone(),
+            Some("node-a"),
+        ))
+        .await
+        .unwrap();
+    let dir = PathBuf::from(host_path(&volume));
+    assert!(dir.ends_with("shop/data/db"), "{}", dir.display());
+    // No volume, and no claim object either: the marker written before the directory
+    // says where it is, whatever the labels are by now.
+    let request = DeleteRequest::new(
+        "pvc-7",
+        ClaimIdentity::new("shop", "data", "0f1e"),
+        "patterned",
+    )
+    .with_parameters(pattern)
+    .with_selected_node("node-a");
+    let outcome = node_a.delete(request).await.unwrap();
+    assert_eq!(outcome, DeleteOutcome::Deleted);
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
 async fn volumes_of_vanished_nodes_follow_the_policy() {
     let h = Harness::new(TWO_DISKS);
     let class = mk_class("local-path", &[]);
@@ -862,8 +903,13 @@ async fn volumes_of_vanished_nodes_follow_the_policy() {
         .with_cluster_duties(ClusterDuties::new(true))
         .with_node_directory(gone.clone());
     assert!(survivor.should_delete(&pv));
-    survivor.delete(delete_request(pv.clone())).await.unwrap();
+    let outcome = survivor.delete(delete_request(pv.clone())).await.unwrap();
     assert!(dir.exists(), "the default policy keeps the data");
+    let DeleteOutcome::Forgotten { message } = outcome else {
+        panic!("the volume is let go with a message for its Event: {outcome:?}");
+    };
+    assert!(message.contains("node-a"), "{message}");
+    assert!(message.contains("pvc-1"), "{message}");
 
     let keeper = h
         .node("node-b")

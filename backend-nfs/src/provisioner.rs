@@ -12,6 +12,14 @@
 //! `archived-<name>` beside it, numbered when that exists). A directory another volume
 //! still uses is left in place.
 //!
+//! **An asset without a PersistentVolume** (the claim was deleted mid-provisioning, or the
+//! class changed between two failed attempts) has no record on a volume: its directory is
+//! rendered again from the recorded class parameters and the claim object the controller
+//! hands over (so patterns over claim labels and annotations work), then retained, removed
+//! or archived per the recorded delete policy, like a Released volume's. The claim's labels
+//! are those of now: a label edited after the directory was made leads to the directory the
+//! edited label renders.
+//!
 //! **Volumes made by nfs-subdir-external-provisioner** (or nfs-client-provisioner) carry no
 //! record. Their directory is computed as nfs-subdir v4.0.3 did — `spec.nfs.path` relative
 //! to `NFS_PATH` — but by whole path segments (`/sharedfoo/x` is not below `/shared`),
@@ -30,7 +38,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use provisioner_core::provisioner::{
-    DeleteError, DeleteRequest, ParameterError, ProvisionError, ProvisionRequest,
+    DeleteError, DeleteOutcome, DeleteRequest, ParameterError, ProvisionError, ProvisionRequest,
     ProvisionedVolume, Provisioner,
 };
 use provisioner_core::volume_path::VolumePath;
@@ -38,7 +46,7 @@ use provisioner_core::volume_path::VolumePath;
 use crate::conflict::{ExportDirectory, Overlap, find_overlap};
 use crate::export::{
     DEFAULT_OPERATION_TIMEOUT, DirectConfig, DirectExport, DirectoryAttributes, Export,
-    ExportError, FsStats, MountedExport, Removal,
+    ExportError, FsStats, MountedExport,
 };
 use crate::naming::{NamingError, archive_candidates, default_directory, legacy_directory};
 use crate::parameters::{self, DeletePolicy, ExportLocation, NfsParameters, normalize_share};
@@ -626,9 +634,8 @@ impl NfsProvisioner {
         Ok(())
     }
 
-    /// Cleans up after a provisioning that was interrupted before its PersistentVolume was
-    /// saved. No one ever used such a directory, but it may be a pre-existing directory a
-    /// pattern reuses, so only an empty directory is removed.
+    /// Cleans up the directory of a volume whose PersistentVolume was never saved, per the
+    /// recorded delete policy (see the [module documentation](self)).
     async fn delete_unfinished(
         &self,
         request: &DeleteRequest<NfsParameters>,
@@ -641,24 +648,8 @@ impl NfsProvisioner {
         if parameters.delete_policy == DeletePolicy::Retain {
             return Ok(());
         }
-        let claim = &request.claim;
-        let directory = match &parameters.path_pattern {
-            None => default_directory(&claim.namespace, &claim.name, name)?,
-            Some(pattern) if pattern.uses_claim_metadata() => {
-                tracing::warn!(volume = %name, pattern = %pattern,
-                    "the directory of an unfinished volume depends on claim labels or annotations, which a delete does not get: nothing removed");
-                return Ok(());
-            }
-            Some(pattern) => {
-                let empty = BTreeMap::new();
-                pattern.render(&PatternInput {
-                    namespace: &claim.namespace,
-                    name: &claim.name,
-                    labels: &empty,
-                    annotations: &empty,
-                    volume_name: name,
-                })?
-            }
+        let Some(directory) = unfinished_directory(request, parameters) else {
+            return Ok(());
         };
         let (server, share) = self.location_of(parameters);
         let record = VolumeRecord {
@@ -667,16 +658,59 @@ impl NfsProvisioner {
             directory,
             delete_policy: parameters.delete_policy,
         };
-        if self.still_in_use(&record, name).is_some() {
+        if let Some(overlap) = self.still_in_use(&record, name) {
+            tracing::warn!(volume = %name, directory = %record.directory, other = %overlap.volume_name,
+                "directory of an unfinished volume is used by another volume: left in place");
             return Ok(());
         }
         let export = self.export_at(name, server, share)?;
-        let removal = export.remove_if_empty(&record.directory).await?;
-        if removal == Removal::NotEmpty {
-            tracing::warn!(volume = %name, directory = %record.directory,
-                "directory of an unfinished volume is not empty (it existed before): left in place");
+        match record.delete_policy {
+            DeletePolicy::Delete => {
+                let removal = export.remove_all(&record.directory).await?;
+                tracing::info!(volume = %name, directory = %record.directory, ?removal, "directory of an unfinished volume deleted");
+            }
+            DeletePolicy::Archive => archive(export.as_ref(), name, &record.directory).await?,
+            DeletePolicy::Retain => {}
         }
         Ok(())
+    }
+}
+
+/// The directory provisioning rendered for a volume without a PersistentVolume, rendered
+/// again from the claim; `None` when it cannot be: then provisioning could not render it
+/// either and made nothing, or (a pattern over claim metadata without the claim object) it
+/// cannot be found.
+fn unfinished_directory(
+    request: &DeleteRequest<NfsParameters>,
+    parameters: &NfsParameters,
+) -> Option<VolumePath> {
+    let name = &request.volume_name;
+    let claim = &request.claim;
+    if let Some(pattern) = &parameters.path_pattern
+        && pattern.uses_claim_metadata()
+        && request.claim_object.is_none()
+    {
+        tracing::warn!(volume = %name, pattern = %pattern,
+            "the directory of an unfinished volume depends on claim labels or annotations, and the claim was not given: nothing removed");
+        return None;
+    }
+    let input = PatternInput {
+        namespace: &claim.namespace,
+        name: &claim.name,
+        labels: request.claim_labels(),
+        annotations: request.claim_annotations(),
+        volume_name: name,
+    };
+    let rendered = match &parameters.path_pattern {
+        Some(pattern) => pattern.render(&input).map_err(NfsError::from),
+        None => default_directory(input.namespace, input.name, name).map_err(NfsError::from),
+    };
+    match rendered {
+        Ok(directory) => Some(directory),
+        Err(error) => {
+            tracing::info!(volume = %name, %error, "no directory can be rendered for an unfinished volume: nothing to remove");
+            None
+        }
     }
 }
 
@@ -750,7 +784,10 @@ impl Provisioner for NfsProvisioner {
             .map_err(NfsError::into_provision_error)
     }
 
-    async fn delete(&self, request: DeleteRequest<NfsParameters>) -> Result<(), DeleteError> {
+    async fn delete(
+        &self,
+        request: DeleteRequest<NfsParameters>,
+    ) -> Result<DeleteOutcome, DeleteError> {
         let result = match &request.volume {
             Some(volume) => self.delete_volume(volume, &request).await,
             None => self.delete_unfinished(&request).await,
@@ -758,7 +795,7 @@ impl Provisioner for NfsProvisioner {
         match result {
             Ok(()) => {
                 self.release(&request.volume_name);
-                Ok(())
+                Ok(DeleteOutcome::Deleted)
             }
             Err(error) => Err(DeleteError::failed(error)),
         }

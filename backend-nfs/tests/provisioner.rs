@@ -458,32 +458,65 @@ async fn live_volumes_never_share_a_directory_unless_allowed() {
 }
 
 #[tokio::test]
-async fn interrupted_provisioning_removes_only_an_empty_directory() {
+async fn interrupted_provisioning_follows_the_recorded_delete_policy() {
+    let export = tempfile::tempdir().unwrap();
+    let provisioner = mk_provisioner(export.path());
+    let pattern = (
+        "pathPattern",
+        "${.PVC.namespace}/${.PVC.labels.team}/${.PVC.name}",
+    );
+    // The PersistentVolume was never saved: the directory is rendered again from the claim,
+    // labels included, and handled as a Released volume's would be.
+    let cases = [
+        ("delete", "removed", false, false),
+        ("archive", "archived", false, true),
+        ("retain", "kept", true, false),
+    ];
+    for (policy, name, kept, archived) in cases {
+        let class = mk_class(&[pattern, ("onDelete", policy)]);
+        let claim = mk_claim("ns", name, &[("team", "db")], &[]);
+        let case = Case::new(claim, class, &format!("pvc-{name}"));
+        case.provision(&provisioner).await.unwrap();
+        let directory = export.path().join("ns/db").join(name);
+        std::fs::write(directory.join("data"), b"x").unwrap();
+        provisioner
+            .delete(case.delete_request(&provisioner, None))
+            .await
+            .unwrap();
+        assert_eq!(directory.exists(), kept, "{policy}");
+        let archive = export.path().join("ns/db").join(format!("archived-{name}"));
+        assert_eq!(archive.join("data").exists(), archived, "{policy}");
+    }
+}
+
+#[tokio::test]
+async fn an_unfinished_volume_whose_directory_cannot_be_found_removes_nothing() {
     let export = tempfile::tempdir().unwrap();
     let provisioner = mk_provisioner(export.path());
     let class = mk_class(&[
-        ("pathPattern", "${.PVC.namespace}/${.PVC.name}"),
+        ("pathPattern", "${.PVC.labels.team}/${.PVC.name}"),
         ("onDelete", "delete"),
     ]);
-
-    let case = Case::new(mk_claim("ns", "fresh", &[], &[]), class.clone(), "pvc-1");
+    let claim = mk_claim("ns", "data", &[("team", "db")], &[]);
+    let case = Case::new(claim, class.clone(), "pvc-1");
     case.provision(&provisioner).await.unwrap();
+    let directory = export.path().join("db/data");
+
+    // Without the claim object, the labels are unknown: nothing is touched.
+    let mut request = case.delete_request(&provisioner, None);
+    request.claim_object = None;
+    provisioner.delete(request).await.unwrap();
+    assert!(directory.exists());
+
+    // A claim whose labels never rendered a directory (provisioning failed the same way)
+    // is cleaned up at once: there is nothing to delete, and its deletion must not hang.
+    let unlabelled = Case::new(mk_claim("ns", "other", &[], &[]), class, "pvc-2");
+    assert!(unlabelled.provision(&provisioner).await.is_err());
     provisioner
-        .delete(case.delete_request(&provisioner, None))
+        .delete(unlabelled.delete_request(&provisioner, None))
         .await
         .unwrap();
-    assert!(!export.path().join("ns/fresh").exists());
-
-    // A directory that already had data (reused by the pattern) is kept.
-    std::fs::create_dir_all(export.path().join("ns/reused")).unwrap();
-    std::fs::write(export.path().join("ns/reused/old"), b"x").unwrap();
-    let case = Case::new(mk_claim("ns", "reused", &[], &[]), class, "pvc-2");
-    case.provision(&provisioner).await.unwrap();
-    provisioner
-        .delete(case.delete_request(&provisioner, None))
-        .await
-        .unwrap();
-    assert!(export.path().join("ns/reused/old").exists());
+    assert!(directory.exists(), "another claim's directory is untouched");
 }
 
 #[tokio::test]

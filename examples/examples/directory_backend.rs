@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::HostPathVolumeSource;
 use provisioner_core::controller::ProvisionController;
 use provisioner_core::provisioner::{
-    DeleteError, DeleteRequest, ParameterError, ProvisionError, ProvisionRequest,
+    DeleteError, DeleteOutcome, DeleteRequest, ParameterError, ProvisionError, ProvisionRequest,
     ProvisionedVolume, Provisioner,
 };
 
@@ -61,7 +61,10 @@ impl Provisioner for DirectoryBackend {
         }))
     }
 
-    async fn delete(&self, request: DeleteRequest<DirectoryParameters>) -> Result<(), DeleteError> {
+    async fn delete(
+        &self,
+        request: DeleteRequest<DirectoryParameters>,
+    ) -> Result<DeleteOutcome, DeleteError> {
         let path = self.root.join(&request.volume_name);
         // The parameters recorded when the volume was provisioned, not today's class.
         let archive = request.parameters.is_some_and(|p| p.archive_on_delete);
@@ -75,7 +78,7 @@ impl Provisioner for DirectoryBackend {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 Err(DeleteError::failed(error))
             }
-            _ => Ok(()), // Deleted now, or already.
+            _ => Ok(DeleteOutcome::Deleted), // Deleted now, or already.
         }
     }
 }

@@ -37,6 +37,11 @@ pub mod reasons {
     pub const VOLUME_FAILED_DELETE: &str = "VolumeFailedDelete";
     /// Normal, on a volume: its asset cannot be deleted yet because it is in use.
     pub const VOLUME_DELETE: &str = "VolumeDelete";
+    /// Warning, on a volume (or on the claim of an interrupted provisioning): the backend let
+    /// go of the asset without deleting it
+    /// ([`DeleteOutcome::Forgotten`](crate::provisioner::DeleteOutcome::Forgotten)); the
+    /// message says where it stays. Not a Go library reason: it has no such outcome.
+    pub const VOLUME_FORGOTTEN: &str = "VolumeForgotten";
 }
 
 /// The Event type.

@@ -17,10 +17,16 @@
 //!   (or finish creating it), never create a second one.
 //! - **Delete is idempotent.** Deleting an asset that does not exist is a success.
 //! - **Delete never needs the StorageClass.** [`DeleteRequest`] carries the class parameters
-//!   as they were when the volume was provisioned, the PersistentVolume (with the labels and
-//!   annotations the backend returned in [`ProvisionedVolume`]), or — when the process died
-//!   between creating the asset and saving the PersistentVolume — the volume name, claim and
-//!   recorded parameters only. A backend must be able to find its asset from those.
+//!   as they were when the volume was provisioned, and either the PersistentVolume (with the
+//!   labels and annotations the backend returned in [`ProvisionedVolume`]) or — when no
+//!   PersistentVolume was saved: the claim was deleted mid-provisioning, or the class changed
+//!   between two failed attempts — the claim object itself ([`DeleteRequest::claim_object`]),
+//!   so names rendered from its labels and annotations can be rendered again. A backend must
+//!   be able to find its asset from those.
+//! - **A delete can let go without deleting.** [`DeleteOutcome::Forgotten`] tells the
+//!   controller the asset stays where it is (for example, on a node that no longer exists)
+//!   but must not hold up the PersistentVolume; the controller reports the backend's message
+//!   in a Warning Event and carries on as after a delete.
 //! - **Errors say what to do next.** [`ProvisionError`] and [`DeleteError`] variants each
 //!   map to one controller behaviour, documented on the variant.
 //!
@@ -31,8 +37,8 @@
 //!
 //! use k8s_openapi::api::core::v1::HostPathVolumeSource;
 //! use provisioner_core::provisioner::{
-//!     DeleteError, DeleteRequest, ParameterError, ProvisionError, ProvisionRequest,
-//!     ProvisionedVolume, Provisioner,
+//!     DeleteError, DeleteOutcome, DeleteRequest, ParameterError, ProvisionError,
+//!     ProvisionRequest, ProvisionedVolume, Provisioner,
 //! };
 //!
 //! /// Parameters of this backend's StorageClasses.
@@ -71,10 +77,13 @@
 //!         }))
 //!     }
 //!
-//!     async fn delete(&self, request: DeleteRequest<DirParameters>) -> Result<(), DeleteError> {
+//!     async fn delete(
+//!         &self,
+//!         request: DeleteRequest<DirParameters>,
+//!     ) -> Result<DeleteOutcome, DeleteError> {
 //!         let _path = format!("/srv/volumes/{}", request.volume_name);
 //!         // remove `_path` here; a missing directory is a success
-//!         Ok(())
+//!         Ok(DeleteOutcome::Deleted)
 //!     }
 //! }
 //! ```
@@ -135,13 +144,16 @@ pub trait Provisioner: Send + Sync + 'static {
         request: ProvisionRequest<Self::Parameters>,
     ) -> impl Future<Output = Result<ProvisionedVolume, ProvisionError>> + Send;
 
-    /// Deletes the asset behind a volume. Deleting an asset that is already gone succeeds.
+    /// Deletes the asset behind a volume. Deleting an asset that is already gone succeeds
+    /// ([`DeleteOutcome::Deleted`]).
     ///
-    /// The PersistentVolume object itself is deleted by the controller afterwards.
+    /// The PersistentVolume object itself is deleted by the controller afterwards, also after
+    /// [`DeleteOutcome::Forgotten`]. The controller runs the call under a timeout and drops
+    /// the future when it expires.
     fn delete(
         &self,
         request: DeleteRequest<Self::Parameters>,
-    ) -> impl Future<Output = Result<(), DeleteError>> + Send;
+    ) -> impl Future<Output = Result<DeleteOutcome, DeleteError>> + Send;
 
     /// Whether the backend can provision `volumeMode: Block` claims. Defaults to `false`:
     /// such claims get a `ProvisioningFailed` Event and are not retried.
@@ -160,7 +172,10 @@ pub trait Provisioner: Send + Sync + 'static {
 
     /// A last say on whether this instance acts on a claim the controller would provision
     /// (for example, one instance per node serving only its own node). Defaults to `true`.
-    /// `false` skips the claim silently, before anything is written.
+    /// `false` skips the claim silently, before anything is written; it is asked again for a
+    /// claim another instance marked in flight, so only the instance that accepts it resumes
+    /// it. (Clean-up never asks: a deleted claim's asset, and the asset of a record that went
+    /// stale, are offered to every instance's [`delete`](Provisioner::delete).)
     fn should_provision(&self, claim: &PersistentVolumeClaim) -> bool {
         let _ = claim;
         true
@@ -361,6 +376,13 @@ impl ClaimIdentity {
 }
 
 /// Everything a backend gets to delete one asset; it never needs the live StorageClass.
+///
+/// Two kinds of deletes reach a backend: a Released PersistentVolume
+/// ([`volume`](Self::volume) is set), and an asset whose PersistentVolume was never saved
+/// ([`volume`](Self::volume) is `None`, [`claim_object`](Self::claim_object) is set): its
+/// claim was deleted while provisioning was in flight, or the claim's StorageClass changed
+/// between two failed attempts, so the asset made under the old parameters is deleted before
+/// the next attempt provisions under the new ones.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct DeleteRequest<P> {
@@ -368,6 +390,12 @@ pub struct DeleteRequest<P> {
     pub volume_name: String,
     /// The claim the asset was provisioned for.
     pub claim: ClaimIdentity,
+    /// The claim object, for an asset whose PersistentVolume was never saved: the claim still
+    /// exists then (the controller's in-flight finalizer holds it even when it is being
+    /// deleted), with the labels and annotations a directory name may have been rendered
+    /// from. `None` for a Released PersistentVolume, whose claim is normally gone: everything
+    /// needed then is on [`Self::volume`].
+    pub claim_object: Option<Arc<PersistentVolumeClaim>>,
     /// The name of the StorageClass the asset was provisioned from (it may no longer exist).
     pub storage_class_name: String,
     /// The class parameters recorded when the asset was provisioned, parsed again by
@@ -376,9 +404,9 @@ pub struct DeleteRequest<P> {
     /// alias).
     pub parameters: Option<P>,
     /// The PersistentVolume being reclaimed, with the labels and annotations the backend
-    /// returned. `None` when provisioning was interrupted before the PersistentVolume was
-    /// saved and the claim was then deleted: the asset may or may not exist and must be
-    /// found from the other fields.
+    /// returned. `None` when no PersistentVolume was saved for the asset (see the type's
+    /// documentation): the asset may or may not exist and must be found from the other
+    /// fields.
     pub volume: Option<Arc<PersistentVolume>>,
     /// The node recorded at provisioning time for WaitForFirstConsumer classes; for a saved
     /// PersistentVolume its node affinity says the same.
@@ -396,10 +424,38 @@ impl<P> DeleteRequest<P> {
             volume_name: volume_name.into(),
             claim,
             storage_class_name: storage_class_name.into(),
+            claim_object: None,
             parameters: None,
             volume: None,
             selected_node: None,
         }
+    }
+
+    /// Sets the claim object (for an asset without a saved PersistentVolume).
+    #[must_use]
+    pub fn with_claim_object(mut self, claim: Arc<PersistentVolumeClaim>) -> Self {
+        self.claim_object = Some(claim);
+        self
+    }
+
+    /// The claim object's labels (empty when the request has no claim object or the claim
+    /// has none).
+    pub fn claim_labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.claim_object
+            .as_ref()
+            .and_then(|claim| claim.metadata.labels.as_ref())
+            .unwrap_or(&EMPTY)
+    }
+
+    /// The claim object's annotations (empty when the request has no claim object or the
+    /// claim has none).
+    pub fn claim_annotations(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.claim_object
+            .as_ref()
+            .and_then(|claim| claim.metadata.annotations.as_ref())
+            .unwrap_or(&EMPTY)
     }
 
     /// Sets the recorded parameters.
@@ -421,6 +477,33 @@ impl<P> DeleteRequest<P> {
     pub fn with_selected_node(mut self, node: impl Into<String>) -> Self {
         self.selected_node = Some(node.into());
         self
+    }
+}
+
+/// How a successful [`Provisioner::delete`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeleteOutcome {
+    /// The asset is gone (deleted now, or it never existed or was already deleted). For an
+    /// archiving backend, archived counts as deleted: the volume's own asset no longer exists.
+    Deleted,
+    /// The asset was not deleted and the backend lets go of it: the controller goes on as
+    /// after [`Deleted`](Self::Deleted) (deletes the PersistentVolume object, or releases the
+    /// claim of an interrupted provisioning) and reports `message` in a Warning
+    /// `VolumeForgotten` Event on that object. For example: the asset is on a node that no
+    /// longer exists, and the policy is to keep its data rather than block the volume.
+    Forgotten {
+        /// Why the asset was not deleted and where it stays, for operators.
+        message: String,
+    },
+}
+
+impl DeleteOutcome {
+    /// [`DeleteOutcome::Forgotten`] with this message.
+    pub fn forgotten(message: impl Into<String>) -> Self {
+        Self::Forgotten {
+            message: message.into(),
+        }
     }
 }
 
@@ -468,8 +551,9 @@ impl ParameterError {
 ///
 /// Every variant except [`Ignored`](Self::Ignored) is reported in a `ProvisioningFailed`
 /// Event on the claim. Whatever the variant, the claim keeps its in-flight record until a
-/// PersistentVolume exists or the claim is deleted (then the asset is deleted), so no variant
-/// can leak an asset.
+/// PersistentVolume exists, the claim is deleted, or the next attempt would record something
+/// else (the class's parameters or the selected node changed); in the last two cases the
+/// asset is deleted with the recorded data first. So no variant can leak an asset.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProvisionError {
@@ -491,8 +575,18 @@ pub enum ProvisionError {
     /// selected node it is treated as [`Final`](Self::Final).
     #[error("{0}")]
     Reschedule(#[source] BoxError),
-    /// Another provisioner instance owns this claim: no Event, no retry until the claim
-    /// changes.
+    /// Another instance of this provisioner owns this claim (for example, the instance of
+    /// the node the scheduler selected): no Event, no retry until the claim changes.
+    ///
+    /// Return it only when this call did nothing. The in-flight record stays on the claim —
+    /// it names the provisioner, not the instance, and the controller never drops a record it
+    /// cannot prove unused — so the owning instance resumes from it, and when the claim is
+    /// deleted every instance is asked to [delete](Provisioner::delete) the recorded asset
+    /// until one does. A backend that ignores a claim must therefore leave its clean-up to an
+    /// instance that exists, and answer [`DeleteError::Ignored`] only for assets such an
+    /// instance owns; a deleted claim keeps its finalizer until then (a stuck claim rather
+    /// than a leaked asset). Make [`Provisioner::should_provision`] decline such claims too,
+    /// so instances do not call each other's claims' backends.
     #[error("ignored: {0}")]
     Ignored(String),
     /// The request cannot succeed as it stands (for example, a size the backend can never
@@ -533,8 +627,9 @@ pub enum DeleteError {
     /// Event rather than a warning, retried with backoff.
     #[error("volume in use: {0}")]
     InUse(#[source] BoxError),
-    /// Another provisioner instance deletes this volume: no Event, no retry, and the
-    /// PersistentVolume object is left to that instance.
+    /// Another instance of this provisioner deletes this asset: no Event, no retry until the
+    /// object changes, and the PersistentVolume object (or the claim of an interrupted
+    /// provisioning, held by its finalizer) is left to that instance.
     #[error("ignored: {0}")]
     Ignored(String),
 }
@@ -600,6 +695,25 @@ mod tests {
         assert!(volume.source.host_path.is_none());
         assert_eq!(volume.labels["l"], "v");
         assert_eq!(volume.annotations["a"], "b");
+    }
+
+    #[test]
+    fn delete_requests_expose_the_claim_metadata_when_given() {
+        let bare: DeleteRequest<()> =
+            DeleteRequest::new("pvc-1", ClaimIdentity::new("ns", "c", "1"), "fast");
+        assert!(bare.claim_labels().is_empty());
+        assert!(bare.claim_annotations().is_empty());
+        let claim = PersistentVolumeClaim {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                labels: Some(raw(&[("team", "db")])),
+                annotations: Some(raw(&[("path", "x")])),
+                ..Default::default()
+            },
+            ..PersistentVolumeClaim::default()
+        };
+        let full = bare.with_claim_object(Arc::new(claim));
+        assert_eq!(full.claim_labels()["team"], "db");
+        assert_eq!(full.claim_annotations()["path"], "x");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod controller_support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -477,7 +477,14 @@ async fn a_claim_deleted_while_the_controller_is_down_mid_provisioning_leaks_not
     let class = harness.create_class(json!({})).await?;
     let (crashing, mut frozen) =
         harness.start_crashing_at(Harness::fast_config(), Checkpoint::AssetProvisioned);
-    let claim = harness.create_claim(&class, json!({})).await?;
+    // Backends may name assets after claim labels (an NFS pathPattern): the clean-up gets
+    // the claim object, which the in-flight finalizer keeps.
+    let claim = harness
+        .create_claim(
+            &class,
+            json!({ "metadata": { "labels": { "team": "db" } } }),
+        )
+        .await?;
     frozen.recv().await.context("asset created")?;
     crashing.kill().await;
     assert_eq!(harness.backend.state().assets.len(), 1);
@@ -493,6 +500,10 @@ async fn a_claim_deleted_while_the_controller_is_down_mid_provisioning_leaks_not
         state.assets
     );
     assert_eq!(state.orphan_deletes, 1);
+    assert_eq!(
+        state.orphan_claim_labels,
+        vec![Some(BTreeMap::from([("team".to_owned(), "db".to_owned())]))]
+    );
     assert!(harness.volumes_of(&claim.uid().unwrap()).await?.is_empty());
     Ok(())
 }
@@ -770,6 +781,258 @@ async fn the_volume_finalizer_honours_the_reclaim_policy_when_the_volume_is_dele
     let state = harness.backend.snapshot();
     assert!(state.assets.is_empty());
     assert_eq!(state.delete_calls, 1);
+    Ok(())
+}
+
+/// Fails once after creating an asset in the "slow" tier, swaps the class for one in the
+/// "fast" tier, and checks the slow asset is deleted before the fast one is made. With
+/// `crash`, the first controller is killed right after deleting the slow asset, before the
+/// record is replaced.
+async fn class_change_between_failed_attempts(crash: bool) -> anyhow::Result<()> {
+    let harness = Harness::new(if crash { "restale" } else { "stale" }).await?;
+    let class = harness
+        .create_class(json!({ "parameters": { "tier": "slow" } }))
+        .await?;
+    harness.backend.state().fail_always = Some(Failure::AfterCreate);
+    let config = Harness::fast_config().failure_threshold(1);
+    let (first, mut frozen) = if crash {
+        let (running, frozen) = harness.start_crashing_at(config, Checkpoint::StaleAssetDeleted);
+        (running, Some(frozen))
+    } else {
+        (harness.start(config), None)
+    };
+    let claim = harness.create_claim(&class, json!({})).await?;
+    let volume_name = format!("pvc-{}", claim.uid().unwrap());
+    harness
+        .wait_claim_event(
+            &claim,
+            "ProvisioningFailed",
+            "Giving up after 1 failed attempts",
+        )
+        .await?;
+    assert_eq!(
+        harness.backend.state().tiered,
+        BTreeSet::from([("slow".to_owned(), volume_name.clone())])
+    );
+
+    // StorageClass parameters are immutable: the fix is a new class of the same name.
+    harness.backend.state().fail_always = None;
+    let classes = Api::<k8s_openapi::api::storage::v1::StorageClass>::all(harness.admin.clone());
+    classes.delete(&class, &DeleteParams::default()).await?;
+    let fast: k8s_openapi::api::storage::v1::StorageClass = serde_json::from_value(json!({
+        "metadata": { "name": class },
+        "provisioner": harness.name,
+        "reclaimPolicy": "Delete",
+        "parameters": { "tier": "fast" },
+    }))?;
+    classes.create(&PostParams::default(), &fast).await?;
+
+    if let Some(frozen) = frozen.as_mut() {
+        frozen.recv().await.context("stale asset deleted")?;
+        first.kill().await;
+        let record = harness.claims().get(&claim.name_any()).await?.annotations()
+            [PROVISIONING_RECORD]
+            .clone();
+        assert!(
+            record.contains("slow"),
+            "the old record stays until then: {record}"
+        );
+        let _restarted = harness.start(Harness::fast_config());
+        harness.wait_bound(&claim.name_any()).await?;
+    } else {
+        harness.wait_bound(&claim.name_any()).await?;
+        drop(first);
+    }
+
+    let state = harness.backend.snapshot();
+    assert_eq!(
+        state.tiered,
+        BTreeSet::from([("fast".to_owned(), volume_name.clone())]),
+        "the slow asset was deleted, not stranded"
+    );
+    assert!(!state.deleted.is_empty());
+    assert!(
+        state
+            .deleted
+            .iter()
+            .all(|deleted| *deleted == ("slow".to_owned(), volume_name.clone())),
+        "deleted with the recorded parameters: {:?}",
+        state.deleted
+    );
+    // After a crash between deleting and replacing the record, the delete is repeated.
+    assert_eq!(state.deleted.len(), if crash { 2 } else { 1 });
+    let pv = &harness.volumes_of(&claim.uid().unwrap()).await?[0];
+    assert_eq!(pv.annotations()["test.provisioner-rs.io/tier"], "fast");
+    let cleared = harness.wait_record_cleared(&claim.name_any()).await?;
+    assert_no_record(&cleared);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_class_changed_between_failed_attempts_deletes_the_old_asset_first() -> anyhow::Result<()>
+{
+    class_change_between_failed_attempts(false).await
+}
+
+#[tokio::test]
+async fn a_crash_while_retiring_a_stale_record_deletes_again_and_leaks_nothing()
+-> anyhow::Result<()> {
+    class_change_between_failed_attempts(true).await
+}
+
+#[tokio::test]
+async fn a_forgotten_asset_is_reported_on_the_volume_and_the_volume_goes() -> anyhow::Result<()> {
+    let harness = Harness::new("forgotten").await?;
+    let class = harness.create_class(json!({})).await?;
+    harness.backend.state().forget_deletes = true;
+    let _controller = harness.start(Harness::fast_config());
+    let claim = harness.create_claim(&class, json!({})).await?;
+    harness.wait_bound(&claim.name_any()).await?;
+    let volume_name = format!("pvc-{}", claim.uid().unwrap());
+    let volume = Api::<PersistentVolume>::all(harness.admin.clone())
+        .get(&volume_name)
+        .await?;
+
+    harness.delete_claim(&claim.name_any()).await?;
+    harness.wait_volume_gone(&volume_name).await?;
+    let events = harness
+        .events_about("default", &volume.uid().context("volume uid")?)
+        .await?;
+    let forgotten = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("VolumeForgotten"))
+        .context("a VolumeForgotten Event on the volume")?;
+    assert_eq!(forgotten.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        forgotten.message.as_deref(),
+        Some(controller_support::FORGOTTEN)
+    );
+    let state = harness.backend.snapshot();
+    assert_eq!(state.delete_calls, 1);
+    assert_eq!(
+        state.assets,
+        BTreeSet::from([volume_name]),
+        "the backend kept the data"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ignored_claim_keeps_its_record_for_the_instance_that_owns_it() -> anyhow::Result<()> {
+    let harness = Harness::new("ignored").await?;
+    let class = harness.create_class(json!({})).await?;
+    // An instance that accepts the claim but, when called, leaves it to another one.
+    let _stranger = harness.start_ignoring(Harness::fast_config());
+    let claim = harness.create_claim(&class, json!({})).await?;
+    harness
+        .wait_backend("the claim ignored", |state| state.ignored_provisions >= 1)
+        .await?;
+    let marked = harness.claims().get(&claim.name_any()).await?;
+    assert!(
+        marked.annotations().contains_key(PROVISIONING_RECORD),
+        "the record stays for the owner"
+    );
+    let events = harness
+        .events_about(&harness.namespace, &claim.uid().unwrap())
+        .await?;
+    assert!(
+        events.iter().all(|e| e.type_.as_deref() == Some("Normal")),
+        "ignoring is silent: {events:?}"
+    );
+
+    // The owning instance resumes from the record.
+    let _owner = harness.start(Harness::fast_config());
+    harness.wait_bound(&claim.name_any()).await?;
+    let cleared = harness.wait_record_cleared(&claim.name_any()).await?;
+    assert_no_record(&cleared);
+    let state = harness.backend.snapshot();
+    assert_eq!(state.created, 1);
+    assert_eq!(harness.volumes_of(&claim.uid().unwrap()).await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deleted_claim_whose_clean_up_is_ignored_waits_for_the_owner_and_leaks_nothing()
+-> anyhow::Result<()> {
+    let harness = Harness::new("ignored-delete").await?;
+    let class = harness.create_class(json!({})).await?;
+    // The owner dies right after creating the asset; the other instance ignores the claim.
+    let _stranger = harness.start_ignoring(Harness::fast_config());
+    let (owner, mut frozen) =
+        harness.start_crashing_at(Harness::fast_config(), Checkpoint::AssetProvisioned);
+    let claim = harness.create_claim(&class, json!({})).await?;
+    frozen.recv().await.context("asset created")?;
+    owner.kill().await;
+
+    harness.delete_claim(&claim.name_any()).await?;
+    harness
+        .wait_backend("the clean-up ignored", |state| state.ignored_deletes >= 1)
+        .await?;
+    let held = harness.claims().get(&claim.name_any()).await?;
+    assert!(
+        held.finalizers()
+            .iter()
+            .any(|f| f == PROVISIONING_FINALIZER),
+        "the claim is held until its asset is cleaned up"
+    );
+    assert_eq!(harness.backend.state().assets.len(), 1);
+
+    let _owner = harness.start(Harness::fast_config());
+    harness.wait_claim_gone(&claim.name_any()).await?;
+    let state = harness.backend.snapshot();
+    assert!(state.assets.is_empty(), "leaked: {:?}", state.assets);
+    assert_eq!(state.created, 1);
+    assert_eq!(state.orphan_deletes, 1);
+    assert!(harness.volumes_of(&claim.uid().unwrap()).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_observer_sees_operations_queues_and_leadership() -> anyhow::Result<()> {
+    let harness = Harness::new("observer").await?;
+    let class = harness.create_class(json!({})).await?;
+    let observer = Arc::new(controller_support::CountingObserver::default());
+    let (leadership, follower) = tokio::sync::watch::channel(false);
+    let _controller = controller_support::Running::spawn(
+        harness
+            .controller(Harness::fast_config())
+            .leadership(follower)
+            .observer(observer.clone()),
+    );
+    let claim = harness.create_claim(&class, json!({})).await?;
+    wait_for("the claim queued", || async {
+        Ok((observer.snapshot().max_claims_queued >= 1).then_some(()))
+    })
+    .await?;
+
+    leadership.send(true)?;
+    harness.wait_bound(&claim.name_any()).await?;
+    harness.delete_claim(&claim.name_any()).await?;
+    harness
+        .wait_volume_gone(&format!("pvc-{}", claim.uid().unwrap()))
+        .await?;
+    leadership.send(false)?;
+
+    wait_for("leadership reported", || async {
+        Ok((observer.snapshot().leadership == [false, true, false]).then_some(()))
+    })
+    .await?;
+    // Every operation started has finished, and the queues drain (the controller watches
+    // every claim and volume of the cluster, so other tests' objects pass through too).
+    let settled = wait_for("queues drained", || async {
+        let seen = observer.snapshot();
+        let drained = seen.claims_depth.running == 0
+            && seen.claims_depth.queued == 0
+            && seen.volumes_depth.running == 0
+            && seen.volumes_depth.queued == 0;
+        Ok(drained.then_some(seen))
+    })
+    .await?;
+    assert!(settled.provisions_started >= 1);
+    assert_eq!(settled.provisions_started, settled.provisions_finished);
+    assert!(settled.deletes_started >= 1);
+    assert_eq!(settled.deletes_started, settled.deletes_finished);
+    assert_eq!(settled.claims_depth.retrying, 0);
     Ok(())
 }
 

@@ -112,12 +112,13 @@ impl Case {
             self.claim.metadata.name.clone().unwrap(),
             self.claim.metadata.uid.clone().unwrap(),
         );
-        let mut request = DeleteRequest::new(self.volume_name.clone(), claim, "nfs-storageclass")
+        let request = DeleteRequest::new(self.volume_name.clone(), claim, "nfs-storageclass")
             .with_parameters(self.parameters(provisioner));
-        if let Some(volume) = volume {
-            request = request.with_volume(Arc::new(volume));
+        // As the controller does: a saved volume, or else the claim it was provisioned for.
+        match volume {
+            Some(volume) => request.with_volume(Arc::new(volume)),
+            None => request.with_claim_object(Arc::new(self.claim.clone())),
         }
-        request
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::context::{Context, is_conflict};
 use super::observe::{Checkpoint, Outcome, ProvisionLabels};
+use super::track::Operation;
 use crate::binding::predicates::claim_class;
 use crate::events::{EventType, reasons};
 use crate::plan::claim::{
@@ -28,7 +29,8 @@ use crate::plan::record::{
 use crate::plan::retry::{FailureKind, Gate};
 use crate::plan::volume::{VolumeParts, build_volume, is_ours};
 use crate::provisioner::{
-    ClaimIdentity, DeleteError, DeleteRequest, ProvisionError, ProvisionRequest, Provisioner,
+    ClaimIdentity, DeleteError, DeleteOutcome, DeleteRequest, ProvisionError, ProvisionRequest,
+    Provisioner,
 };
 
 /// How often one reconcile re-reads a claim that changed under it before requeueing.
@@ -47,17 +49,21 @@ pub(crate) async fn reconcile_claim<P: Provisioner>(
     claim: Arc<PersistentVolumeClaim>,
     ctx: Arc<Context<P>>,
 ) -> Result<Action, std::convert::Infallible> {
-    if !ctx.is_leader() {
+    let pass = ctx.claim_queue.start(&*claim);
+    let action = if ctx.is_leader() {
+        ctx.caches_ready().await;
+        // Losing leadership drops the work wherever it is, exactly like a crash, which the
+        // in-cluster record makes safe.
+        tokio::select! {
+            action = sync_claim(claim, &ctx) => action,
+            () = ctx.leadership_lost() => Action::await_change(),
+        }
+    } else {
         // Woken again when leadership is gained.
-        return Ok(Action::await_change());
-    }
-    ctx.caches_ready().await;
-    // Losing leadership drops the work wherever it is, exactly like a crash, which the
-    // in-cluster record makes safe.
-    tokio::select! {
-        action = sync_claim(claim, &ctx) => Ok(action),
-        () = ctx.leadership_lost() => Ok(Action::await_change()),
-    }
+        Action::await_change()
+    };
+    pass.finish(&action);
+    Ok(action)
 }
 
 async fn sync_claim<P: Provisioner>(
@@ -114,12 +120,17 @@ async fn step<P: Provisioner>(claim: Arc<PersistentVolumeClaim>, ctx: &Context<P
         ctx.provisioner.as_ref(),
     );
     let fingerprint = claim_fingerprint(&claim, class.as_deref());
-    tracing::debug!(claim = %key(&claim), ?action, "claim decision");
+    tracing::debug!(claim = %key(&claim), version = ?claim.metadata.resource_version, ?action, "claim decision");
     match action {
         ClaimAction::Ignore(reason) => {
+            // Nothing left to retry or report for these (another instance's claim
+            // included); entries for the others go with the claim.
             if matches!(
                 reason,
-                IgnoreReason::AlreadyBound | IgnoreReason::VolumeExists | IgnoreReason::NotOurs
+                IgnoreReason::AlreadyBound
+                    | IgnoreReason::VolumeExists
+                    | IgnoreReason::NotOurs
+                    | IgnoreReason::DeclinedByBackend
             ) {
                 ctx.forget_claim(&uid);
             }
@@ -129,10 +140,11 @@ async fn step<P: Provisioner>(claim: Arc<PersistentVolumeClaim>, ctx: &Context<P
             report_refusal(ctx, &claim, fingerprint, &refusal).await;
             Step::Done(Action::await_change())
         }
-        ClaimAction::ClearRecord => clear_record(ctx, &claim, fingerprint).await,
+        ClaimAction::ClearRecord => clear_record(ctx, &claim, fingerprint, None).await,
         ClaimAction::CleanUp(record) => {
             clean_up(ctx, &claim, record, &volume_name, fingerprint).await
         }
+        ClaimAction::RetireRecord(stale) => retire_record(ctx, &claim, stale, fingerprint).await,
         ClaimAction::Provision => {
             let class = class.expect("decide_claim provisions only with a class");
             provision(ctx, claim, class, volume_name, fingerprint).await
@@ -248,7 +260,8 @@ async fn provision<P: Provisioner>(
         Gate::GaveUp => return Step::Done(Action::await_change()),
     }
 
-    // Step 1: the in-flight record.
+    // Step 1: the in-flight record. `decide_claim` retires a record that differs from this
+    // one first, so the claim carries none or this one.
     let record = new_record(&claim, &class, &volume_name);
     let resumed = is_in_flight(&claim);
     let recorded = read_record(&claim.metadata).ok().flatten();
@@ -272,7 +285,7 @@ async fn provision<P: Provisioner>(
     if resumed {
         match ctx.get_volume(&volume_name).await {
             Ok(Some(existing)) if volume_belongs_to_claim(&existing, &uid) => {
-                return clear_record(ctx, &claim, fingerprint).await;
+                return clear_record(ctx, &claim, fingerprint, None).await;
             }
             Ok(Some(_)) => {
                 let refusal = Refusal::VolumeNameTaken {
@@ -290,9 +303,7 @@ async fn provision<P: Provisioner>(
     }
 
     // Step 3: the backend.
-    let labels = labels(&claim);
-    let started = Instant::now();
-    ctx.observer.provision_started(&labels);
+    let operation = Operation::provision(ctx.observer.as_ref(), labels(&claim));
     let remembered = ctx.with_claim_memory(&uid, fingerprint, |memory| {
         memory
             .provisioned
@@ -330,14 +341,8 @@ async fn provision<P: Provisioner>(
                     provisioned
                 }
                 Err(error) => {
-                    let kind = error.kind();
-                    let step = provision_failed(ctx, &claim, fingerprint, error).await;
-                    ctx.observer.provision_finished(
-                        &labels,
-                        Outcome::Failed(kind),
-                        started.elapsed(),
-                    );
-                    return step;
+                    operation.finish(Outcome::Failed(error.kind()));
+                    return provision_failed(ctx, &claim, fingerprint, error).await;
                 }
             }
         }
@@ -372,14 +377,12 @@ async fn provision<P: Provisioner>(
                 &message,
             )
             .await;
-            ctx.observer
-                .provision_finished(&labels, Outcome::Failed("api"), started.elapsed());
+            operation.finish(Outcome::Failed("api"));
             return failure(ctx, &claim, fingerprint, FailureKind::Transient).await;
         }
     }
+    operation.finish(Outcome::Succeeded);
     ctx.checkpoint(Checkpoint::VolumeCreated, &claim_key).await;
-    ctx.observer
-        .provision_finished(&labels, Outcome::Succeeded, started.elapsed());
     let message = format!("Successfully provisioned volume {volume_name}");
     ctx.publish(
         &*claim,
@@ -391,7 +394,7 @@ async fn provision<P: Provisioner>(
     tracing::info!(claim = %claim_key, volume = %volume_name, "provisioned");
 
     // Step 5.
-    clear_record(ctx, &claim, fingerprint).await
+    clear_record(ctx, &claim, fingerprint, None).await
 }
 
 /// Handles a backend provisioning error.
@@ -457,16 +460,25 @@ async fn provision_failed<P: Provisioner>(
     }
 }
 
-/// Removes the in-flight record and finalizer.
+/// Removes the in-flight record and finalizer: any record, or only `expected` (a record
+/// retired with its asset must not take a newer record written meanwhile with it).
 async fn clear_record<P: Provisioner>(
     ctx: &Context<P>,
     claim: &PersistentVolumeClaim,
     fingerprint: u64,
+    expected: Option<&ProvisioningRecord>,
 ) -> Step {
     let uid = claim.uid().unwrap_or_default();
     let cleared = ctx
         .edit_claim(claim, |current| {
-            is_in_flight(current).then(|| without_record(current))
+            let removable = match expected {
+                None => is_in_flight(current),
+                Some(expected) => read_record(&current.metadata)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|record| record == *expected),
+            };
+            removable.then(|| without_record(current))
         })
         .await;
     match cleared {
@@ -485,20 +497,15 @@ async fn clear_record<P: Provisioner>(
 /// Cleans up after a claim deleted mid-provisioning.
 async fn clean_up<P: Provisioner>(
     ctx: &Context<P>,
-    claim: &PersistentVolumeClaim,
+    claim: &Arc<PersistentVolumeClaim>,
     record: Option<ProvisioningRecord>,
     volume_name: &str,
     fingerprint: u64,
 ) -> Step {
     let uid = claim.uid().unwrap_or_default();
     let claim_key = key(claim);
-    let now = Instant::now();
-    let policy = ctx.config.provision_retry;
-    // Clean-up is never given up: a stuck claim is better than a leaked asset.
-    if let Gate::NotBefore(at) =
-        ctx.with_claim_memory(&uid, fingerprint, |memory| memory.retry.gate(now, &policy))
-    {
-        return Step::Done(Action::requeue(at - now));
+    if let Some(step) = cleanup_gate(ctx, claim, fingerprint) {
+        return step;
     }
     let volume_name = record
         .as_ref()
@@ -513,7 +520,7 @@ async fn clean_up<P: Provisioner>(
             if volume_belongs_to_claim(&existing, &uid) || is_ours(&existing, &ctx.names) => {}
         Ok(_) => {
             if let Err(step) =
-                delete_orphan(ctx, claim, record.as_ref(), &volume_name, fingerprint).await
+                delete_unsaved_asset(ctx, claim, record.as_ref(), &volume_name, fingerprint).await
             {
                 return step;
             }
@@ -524,13 +531,74 @@ async fn clean_up<P: Provisioner>(
             return cleanup_retry(ctx, claim, fingerprint).await;
         }
     }
-    clear_record(ctx, claim, fingerprint).await
+    clear_record(ctx, claim, fingerprint, None).await
 }
 
-/// Deletes the asset of a claim whose PersistentVolume was never saved.
-async fn delete_orphan<P: Provisioner>(
+/// Retires a record that no longer matches what the next attempt would record: deletes the
+/// asset made under it, then removes it (the next pass writes the new one). A crash between
+/// the two repeats the (idempotent) delete.
+async fn retire_record<P: Provisioner>(
+    ctx: &Context<P>,
+    claim: &Arc<PersistentVolumeClaim>,
+    stale: ProvisioningRecord,
+    fingerprint: u64,
+) -> Step {
+    let uid = claim.uid().unwrap_or_default();
+    let claim_key = key(claim);
+    if let Some(step) = cleanup_gate(ctx, claim, fingerprint) {
+        return step;
+    }
+    // The attempt under the old record may have finished after all (the cache lags): then
+    // its volume stands and only the record is left to clear.
+    match ctx.get_volume(&stale.volume_name).await {
+        Ok(Some(existing)) if volume_belongs_to_claim(&existing, &uid) => {
+            return clear_record(ctx, claim, fingerprint, None).await;
+        }
+        Ok(Some(existing)) if is_ours(&existing, &ctx.names) => {
+            let refusal = Refusal::VolumeNameTaken {
+                volume: stale.volume_name.clone(),
+            };
+            report_refusal(ctx, claim, fingerprint, &refusal).await;
+            return Step::Done(Action::await_change());
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(claim = %claim_key, %error, "reading the volume failed");
+            return cleanup_retry(ctx, claim, fingerprint).await;
+        }
+    }
+    tracing::info!(claim = %claim_key, volume = %stale.volume_name, "the provisioning record is stale (class or node changed); deleting what it recorded");
+    if let Err(step) =
+        delete_unsaved_asset(ctx, claim, Some(&stale), &stale.volume_name, fingerprint).await
+    {
+        return step;
+    }
+    ctx.checkpoint(Checkpoint::StaleAssetDeleted, &claim_key)
+        .await;
+    clear_record(ctx, claim, fingerprint, Some(&stale)).await
+}
+
+/// The retry gate of clean-ups, which never give up: a stuck claim is better than a leaked
+/// asset.
+fn cleanup_gate<P: Provisioner>(
     ctx: &Context<P>,
     claim: &PersistentVolumeClaim,
+    fingerprint: u64,
+) -> Option<Step> {
+    let uid = claim.uid().unwrap_or_default();
+    let now = Instant::now();
+    let policy = ctx.config.provision_retry;
+    match ctx.with_claim_memory(&uid, fingerprint, |memory| memory.retry.gate(now, &policy)) {
+        Gate::NotBefore(at) => Some(Step::Done(Action::requeue(at - now))),
+        Gate::Proceed | Gate::GaveUp => None,
+    }
+}
+
+/// Deletes an asset whose PersistentVolume was never saved, with the recorded data and the
+/// claim object.
+async fn delete_unsaved_asset<P: Provisioner>(
+    ctx: &Context<P>,
+    claim: &Arc<PersistentVolumeClaim>,
     record: Option<&ProvisioningRecord>,
     volume_name: &str,
     fingerprint: u64,
@@ -545,7 +613,8 @@ async fn delete_orphan<P: Provisioner>(
         || claim_class(claim).to_owned(),
         |r| r.storage_class.clone(),
     );
-    let mut request = DeleteRequest::new(volume_name, identity, class_name);
+    let mut request =
+        DeleteRequest::new(volume_name, identity, class_name).with_claim_object(claim.clone());
     if let Some(record) = record {
         match ctx.provisioner.parse_parameters(&record.parameters) {
             Ok(parameters) => request.parameters = Some(parameters),
@@ -567,12 +636,24 @@ async fn delete_orphan<P: Provisioner>(
         )),
     };
     match result {
-        Ok(()) => {
-            tracing::info!(claim = %claim_key, volume = %volume_name, "deleted the asset of a claim deleted mid-provisioning");
+        Ok(DeleteOutcome::Deleted) => {
+            tracing::info!(claim = %claim_key, volume = %volume_name, "deleted an asset that has no PersistentVolume");
+            Ok(())
+        }
+        Ok(DeleteOutcome::Forgotten { message }) => {
+            tracing::warn!(claim = %claim_key, volume = %volume_name, %message, "the backend let go of an asset that has no PersistentVolume");
+            ctx.publish(
+                &**claim,
+                EventType::Warning,
+                reasons::VOLUME_FORGOTTEN,
+                &message,
+            )
+            .await;
             Ok(())
         }
         Err(DeleteError::Ignored(reason)) => {
-            tracing::debug!(claim = %claim_key, %reason, "backend ignored the clean-up");
+            // Another instance owns the asset; its deletion and record removal wake us.
+            tracing::debug!(claim = %claim_key, %reason, "backend left the clean-up to another instance");
             Err(Step::Done(Action::await_change()))
         }
         Err(error) => {

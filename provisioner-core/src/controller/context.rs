@@ -1,6 +1,6 @@
 //! State shared by the claim and volume reconcilers, and the thin API layer they use.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::config::Config;
 use super::observe::{ApiRequest, Checkpoint, CheckpointHook, Observer};
+use super::track::QueueTracker;
 use crate::events::{EventRecorder, EventType, with_timeout};
 use crate::plan::ProvisionerNames;
 use crate::plan::record::ProvisioningRecord;
@@ -62,11 +63,61 @@ pub(crate) struct Context<P> {
     /// was written but before its watch event arrived; acting on it would repeat work (a
     /// second backend call on a node the scheduler already gave up). The newer version's
     /// event is still coming and triggers the claim again.
-    pub(crate) outdated: Mutex<HashMap<String, VecDeque<String>>>,
+    pub(crate) outdated: Mutex<HashMap<String, OutdatedVersions>>,
+    pub(crate) claim_queue: QueueTracker,
+    pub(crate) volume_queue: QueueTracker,
 }
 
 /// How many outdated versions are remembered per claim.
 const OUTDATED_VERSIONS: usize = 8;
+
+/// The outdated versions of one claim, until the cache catches up.
+#[derive(Debug, Default)]
+pub(crate) struct OutdatedVersions {
+    versions: VecDeque<String>,
+    /// The version our last successful write produced. Once the cache hands it over, it can
+    /// never hand an older one again (a reflector only moves forward), so the entry goes.
+    latest_written: Option<String>,
+}
+
+/// What [`OutdatedVersions::check`] finds about a cached version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VersionCheck {
+    /// Replaced already: do not act on it.
+    Outdated,
+    /// Not known to be outdated.
+    Current,
+    /// Our last write: not outdated, and nothing older can come back, so the entry can go.
+    CaughtUp,
+}
+
+impl OutdatedVersions {
+    /// Notes that `version` was replaced (by `written`, when our write did it).
+    pub(crate) fn mark(&mut self, version: String, written: Option<String>) {
+        if !self.versions.contains(&version) {
+            if self.versions.len() == OUTDATED_VERSIONS {
+                self.versions.pop_front();
+            }
+            self.versions.push_back(version);
+        }
+        if written.is_some() {
+            self.latest_written = written;
+        }
+    }
+
+    /// Checks a cached version. An outdated version stays outdated even if it is also what
+    /// our last write answered: a write that removes the last finalizer of a claim being
+    /// deleted answers with the version it replaced.
+    pub(crate) fn check(&self, version: &str) -> VersionCheck {
+        if self.versions.iter().any(|known| known == version) {
+            VersionCheck::Outdated
+        } else if self.latest_written.as_deref() == Some(version) {
+            VersionCheck::CaughtUp
+        } else {
+            VersionCheck::Current
+        }
+    }
+}
 
 /// Locks a memory map; the maps hold no invariant a panic elsewhere could break.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,25 +243,24 @@ impl<P: Provisioner> Context<P> {
                 .replace(&claim.name_any(), &PostParams::default(), claim),
         )
         .await;
-        if result.is_ok() || result.as_ref().is_err_and(is_conflict) {
-            self.mark_outdated(claim);
+        match &result {
+            Ok(saved) => self.mark_outdated(claim, saved.resource_version()),
+            Err(error) if is_conflict(error) => self.mark_outdated(claim, None),
+            Err(_) => {}
         }
         result
     }
 
-    /// Notes that this version of the claim has been replaced.
-    pub(crate) fn mark_outdated(&self, claim: &PersistentVolumeClaim) {
+    /// Notes that this version of the claim has been replaced (by `written`, when our write
+    /// did it).
+    pub(crate) fn mark_outdated(&self, claim: &PersistentVolumeClaim, written: Option<String>) {
         let (Some(uid), Some(version)) = (claim.uid(), claim.resource_version()) else {
             return;
         };
-        let mut outdated = lock(&self.outdated);
-        let versions = outdated.entry(uid).or_default();
-        if !versions.contains(&version) {
-            if versions.len() == OUTDATED_VERSIONS {
-                versions.pop_front();
-            }
-            versions.push_back(version);
-        }
+        lock(&self.outdated)
+            .entry(uid)
+            .or_default()
+            .mark(version, written);
     }
 
     /// Whether this cached version of the claim is known to be outdated.
@@ -218,15 +268,48 @@ impl<P: Provisioner> Context<P> {
         let (Some(uid), Some(version)) = (claim.uid(), claim.resource_version()) else {
             return false;
         };
-        lock(&self.outdated)
-            .get(&uid)
-            .is_some_and(|versions| versions.contains(&version))
+        let mut outdated = lock(&self.outdated);
+        let Some(entry) = outdated.get(&uid) else {
+            return false;
+        };
+        match entry.check(&version) {
+            VersionCheck::Outdated => true,
+            VersionCheck::Current => false,
+            VersionCheck::CaughtUp => {
+                outdated.remove(&uid);
+                false
+            }
+        }
     }
 
     /// Forgets everything about a claim that is gone from the cluster.
     pub(crate) fn forget_deleted_claim(&self, uid: &str) {
         self.forget_claim(uid);
         lock(&self.outdated).remove(uid);
+    }
+
+    /// After the claim watch listed everything again (it may have missed deletions while
+    /// disconnected), forgets the claims that are no longer in the cache.
+    pub(crate) fn forget_unlisted_claims(&self) {
+        let live: HashSet<String> = self
+            .claims
+            .state()
+            .iter()
+            .filter_map(|claim| claim.uid())
+            .collect();
+        lock(&self.claim_memory).retain(|uid, _| live.contains(uid));
+        lock(&self.outdated).retain(|uid, _| live.contains(uid));
+    }
+
+    /// [`Self::forget_unlisted_claims`] for volumes.
+    pub(crate) fn forget_unlisted_volumes(&self) {
+        let live: HashSet<String> = self
+            .volumes
+            .state()
+            .iter()
+            .filter_map(|volume| volume.uid())
+            .collect();
+        lock(&self.volume_memory).retain(|uid, _| live.contains(uid));
     }
 
     /// Applies `edit` to the claim and saves it, re-reading and re-applying on conflicts.
@@ -400,5 +483,47 @@ impl<P: Provisioner> Context<P> {
             }
             Gate::GaveUp => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_versions(marks: &[(&str, Option<&str>)]) -> OutdatedVersions {
+        let mut versions = OutdatedVersions::default();
+        for (version, written) in marks {
+            versions.mark((*version).to_owned(), written.map(str::to_owned));
+        }
+        versions
+    }
+
+    #[test]
+    fn replaced_versions_are_outdated_until_our_last_write_is_seen() {
+        // Our write replaced 5 with 7; a conflict showed 6 was stale too.
+        let versions = mk_versions(&[("5", Some("7")), ("6", None)]);
+        assert_eq!(versions.check("5"), VersionCheck::Outdated);
+        assert_eq!(versions.check("6"), VersionCheck::Outdated);
+        assert_eq!(versions.check("7"), VersionCheck::CaughtUp);
+        assert_eq!(versions.check("9"), VersionCheck::Current);
+    }
+
+    #[test]
+    fn a_write_answering_with_the_replaced_version_keeps_it_outdated() {
+        // Removing the last finalizer of a claim being deleted answers with version 8 itself.
+        let versions = mk_versions(&[("8", Some("8"))]);
+        assert_eq!(versions.check("8"), VersionCheck::Outdated);
+    }
+
+    #[test]
+    fn only_the_latest_versions_are_kept() {
+        let marks: Vec<String> = (0..20).map(|n| n.to_string()).collect();
+        let mut versions = OutdatedVersions::default();
+        for mark in &marks {
+            versions.mark(mark.clone(), None);
+        }
+        assert_eq!(versions.versions.len(), OUTDATED_VERSIONS);
+        assert_eq!(versions.check("19"), VersionCheck::Outdated);
+        assert_eq!(versions.check("0"), VersionCheck::Current);
     }
 }

@@ -24,7 +24,20 @@
 //!
 //! A claim deleted while in flight keeps the finalizer; the controller then reads the
 //! PersistentVolume live and, if there is none of its own, deletes the asset with the
-//! recorded data ([`Checkpoint::OrphanDeleted`]) before removing the finalizer.
+//! recorded data and the claim object ([`Checkpoint::OrphanDeleted`]) before removing the
+//! finalizer.
+//!
+//! A claim whose record no longer matches what step 1 would write (the class was replaced
+//! with other parameters, the scheduler picked another node after a reschedule) is not
+//! overwritten: the asset made under the old record is deleted the same way
+//! ([`Checkpoint::StaleAssetDeleted`]), then the old record is removed, and the claim starts
+//! again at step 1.
+//!
+//! Several instances of one provisioner (one per node) share the claims: an instance whose
+//! [`Provisioner::should_provision`] declines a claim never resumes it, but every instance
+//! offers a deleted claim's asset and a stale record's asset to its backend, which deletes
+//! the assets it owns and answers [`DeleteError::Ignored`](crate::provisioner::DeleteError)
+//! for the others.
 //!
 //! A Released volume with reclaim policy `Delete` has its asset deleted
 //! ([`Checkpoint::VolumeAssetDeleted`]), then the object (with a UID precondition), then
@@ -42,7 +55,12 @@
 //!   twice at the same time.
 //! - **Retries as configured**: per-object exponential backoff with jitter; failure
 //!   thresholds are exact and reset when the claim or its StorageClass changes; a
-//!   StorageClass being created or updated wakes the claims waiting for it.
+//!   StorageClass being created or updated wakes the claims waiting for it. Clean-ups (a
+//!   deleted claim's asset, a stale record's asset) back off the same way but never give up.
+//! - **Bounded memory**: what the controller remembers per claim or volume (retry state,
+//!   the backend's last answer, outdated versions) is dropped when the object is deleted,
+//!   and after every relist of the watch for objects no longer listed, so deletions missed
+//!   while the watch was disconnected do not leave entries behind.
 //!
 //! # Permissions
 //!
@@ -63,7 +81,7 @@
 //! #     type Parameters = ();
 //! #     fn parse_parameters(&self, _: &BTreeMap<String, String>) -> Result<(), ParameterError> { Ok(()) }
 //! #     async fn provision(&self, _: ProvisionRequest<()>) -> Result<ProvisionedVolume, ProvisionError> { unimplemented!() }
-//! #     async fn delete(&self, _: DeleteRequest<()>) -> Result<(), DeleteError> { Ok(()) }
+//! #     async fn delete(&self, _: DeleteRequest<()>) -> Result<DeleteOutcome, DeleteError> { Ok(DeleteOutcome::Deleted) }
 //! # }
 //! use provisioner_core::controller::{Config, ProvisionController};
 //!
@@ -84,6 +102,7 @@ mod claims;
 mod config;
 mod context;
 mod observe;
+mod track;
 mod volumes;
 
 use std::collections::HashMap;
@@ -105,7 +124,7 @@ use tokio::sync::watch;
 pub use config::{Config, VolumeNamer};
 pub use observe::{
     ApiRequest, Checkpoint, CheckpointHook, DeleteLabels, NoopObserver, Observer, Outcome,
-    ProvisionLabels,
+    ProvisionLabels, QueueDepth, QueueKind,
 };
 
 use crate::binding::predicates::claim_class;
@@ -113,6 +132,7 @@ use crate::events::EventRecorder;
 use crate::plan::ProvisionerNames;
 use crate::provisioner::Provisioner;
 use context::Context;
+use track::QueueTracker;
 
 /// Why the controller could not run.
 #[derive(Debug, thiserror::Error)]
@@ -286,12 +306,14 @@ impl<P: Provisioner> ProvisionController<P> {
             volumes: volume_store.clone(),
             classes: class_store.clone(),
             recorder,
-            observer: self.observer,
+            observer: self.observer.clone(),
             checkpoints: self.checkpoints,
             leadership: leadership.clone(),
             claim_memory: Mutex::new(HashMap::new()),
             volume_memory: Mutex::new(HashMap::new()),
             outdated: Mutex::new(HashMap::new()),
+            claim_queue: QueueTracker::new(QueueKind::Claims, self.observer.clone()),
+            volume_queue: QueueTracker::new(QueueKind::Volumes, self.observer.clone()),
         });
         let shutdown = self
             .shutdown
@@ -311,7 +333,11 @@ impl<P: Provisioner> ProvisionController<P> {
                         forget.forget_deleted_claim(&claim.uid().unwrap_or_default());
                         None
                     }
-                    watcher::Event::Init | watcher::Event::InitDone => None,
+                    watcher::Event::InitDone => {
+                        forget.forget_unlisted_claims();
+                        None
+                    }
+                    watcher::Event::Init => None,
                 };
                 futures::future::ready(refs)
             });
@@ -336,12 +362,18 @@ impl<P: Provisioner> ProvisionController<P> {
                 .map(|claim| ObjectRef::from(&**claim))
                 .collect()
         });
+        let queued = ctx.clone();
         let claim_queue = stream::select(
             from_claims,
             stream::select(from_classes, claims_on_leadership),
         )
         .flat_map(stream::iter)
-        .map(Ok::<_, Infallible>)
+        .map(move |claim| {
+            queued
+                .claim_queue
+                .triggered(claim.namespace.as_deref(), &claim.name);
+            Ok::<_, Infallible>(claim)
+        })
         .take_until(shutdown.clone());
 
         // Volumes are looked at when they change and when leadership is gained.
@@ -356,24 +388,45 @@ impl<P: Provisioner> ProvisionController<P> {
                         forget.forget_volume(&volume.uid().unwrap_or_default());
                         None
                     }
-                    watcher::Event::Init | watcher::Event::InitDone => None,
+                    watcher::Event::InitDone => {
+                        forget.forget_unlisted_volumes();
+                        None
+                    }
+                    watcher::Event::Init => None,
                 };
                 futures::future::ready(refs)
             });
         let all_volumes = volume_store.clone();
-        let volumes_on_leadership = leadership_gained(leadership).map(move |()| {
+        let volumes_on_leadership = leadership_gained(leadership.clone()).map(move |()| {
             all_volumes
                 .state()
                 .iter()
                 .map(|volume| ObjectRef::from(&**volume))
                 .collect()
         });
+        let queued = ctx.clone();
         let volume_queue = stream::select(from_volumes, volumes_on_leadership)
             .flat_map(stream::iter)
-            .map(Ok::<_, Infallible>)
-            .take_until(shutdown);
+            .map(move |volume| {
+                queued
+                    .volume_queue
+                    .triggered(volume.namespace.as_deref(), &volume.name);
+                Ok::<_, Infallible>(volume)
+            })
+            .take_until(shutdown.clone());
+
+        let observer = self.observer;
+        let leading = *leadership.borrow();
+        observer.leadership_changed(leading);
+        let leadership_reports = leadership_changes(leadership, leading)
+            .take_until(shutdown)
+            .for_each(move |leading| {
+                observer.leadership_changed(leading);
+                futures::future::ready(())
+            });
 
         let applier_config = runtime_controller::Config::default().concurrency(concurrency);
+        let claim_results = ctx.clone();
         let claims = applier(
             |claim, ctx| claims::reconcile_claim(claim, ctx).boxed(),
             |_, never: &Infallible, _| match *never {},
@@ -382,7 +435,8 @@ impl<P: Provisioner> ProvisionController<P> {
             claim_queue,
             applier_config.clone(),
         )
-        .for_each(log_applier_result);
+        .for_each(move |result| applier_result(&claim_results.claim_queue, result));
+        let volume_results = ctx.clone();
         let volumes = applier(
             |volume, ctx| volumes::reconcile_volume(volume, ctx).boxed(),
             |_, never: &Infallible, _| match *never {},
@@ -391,8 +445,8 @@ impl<P: Provisioner> ProvisionController<P> {
             volume_queue,
             applier_config,
         )
-        .for_each(log_applier_result);
-        futures::join!(claims, volumes);
+        .for_each(move |result| applier_result(&volume_results.volume_queue, result));
+        futures::join!(claims, volumes, leadership_reports);
         Ok(())
     }
 }
@@ -447,17 +501,31 @@ fn claims_of_class(
 
 /// Yields each time leadership turns from lost to held.
 fn leadership_gained(leadership: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send + 'static {
-    stream::unfold(leadership, |mut leadership| async move {
+    let leading = *leadership.borrow();
+    leadership_changes(leadership, leading)
+        .filter_map(|leading| futures::future::ready(leading.then_some(())))
+}
+
+/// Yields the new value each time leadership changes from `last` (repeats skipped); ends
+/// when the sender is gone.
+fn leadership_changes(
+    leadership: watch::Receiver<bool>,
+    last: bool,
+) -> impl Stream<Item = bool> + Send + 'static {
+    stream::unfold((leadership, last), |(mut leadership, last)| async move {
         loop {
             leadership.changed().await.ok()?;
-            if *leadership.borrow_and_update() {
-                return Some(((), leadership));
+            let leading = *leadership.borrow_and_update();
+            if leading != last {
+                return Some((leading, (leadership, leading)));
             }
         }
     })
 }
 
-fn log_applier_result<K, E1, E2>(
+/// Handles what an applier reports after each pass.
+fn applier_result<K, E1, E2>(
+    queue: &QueueTracker,
     result: Result<(ObjectRef<K>, Action), runtime_controller::Error<E1, E2>>,
 ) -> futures::future::Ready<()>
 where
@@ -465,9 +533,13 @@ where
     E1: std::error::Error,
     E2: std::error::Error,
 {
-    if let Err(error) = result {
-        // Mostly "object not found": it was deleted between the event and the reconcile.
-        tracing::debug!(%error, "applier");
+    match result {
+        Ok(_) => {}
+        // Deleted between the trigger and the pass: the applier drops the request.
+        Err(runtime_controller::Error::ObjectNotFound(object)) => {
+            queue.forget(object.namespace.as_deref(), &object.name);
+        }
+        Err(error) => tracing::debug!(%error, "applier"),
     }
     futures::future::ready(())
 }

@@ -16,26 +16,31 @@ use tokio::time::Instant;
 
 use super::context::Context;
 use super::observe::{Checkpoint, DeleteLabels, Outcome};
+use super::track::Operation;
 use crate::events::{EventType, reasons};
 use crate::plan::keys::VOLUME_FINALIZER;
 use crate::plan::record::read_record;
 use crate::plan::retry::{FailureKind, Gate};
 use crate::plan::volume::{VolumeAction, decide_volume, has_volume_finalizer};
-use crate::provisioner::{ClaimIdentity, DeleteError, DeleteRequest, Provisioner};
+use crate::provisioner::{ClaimIdentity, DeleteError, DeleteOutcome, DeleteRequest, Provisioner};
 
 /// Reconciles one volume. Never fails: failures are retried through the returned action.
 pub(crate) async fn reconcile_volume<P: Provisioner>(
     volume: Arc<PersistentVolume>,
     ctx: Arc<Context<P>>,
 ) -> Result<Action, std::convert::Infallible> {
-    if !ctx.is_leader() {
-        return Ok(Action::await_change());
-    }
-    ctx.caches_ready().await;
-    tokio::select! {
-        action = sync_volume(volume, &ctx) => Ok(action),
-        () = ctx.leadership_lost() => Ok(Action::await_change()),
-    }
+    let pass = ctx.volume_queue.start(&*volume);
+    let action = if ctx.is_leader() {
+        ctx.caches_ready().await;
+        tokio::select! {
+            action = sync_volume(volume, &ctx) => action,
+            () = ctx.leadership_lost() => Action::await_change(),
+        }
+    } else {
+        Action::await_change()
+    };
+    pass.finish(&action);
+    Ok(action)
 }
 
 /// What makes a failing deletion worth retrying at once: any change to the volume.
@@ -131,9 +136,8 @@ async fn delete<P: Provisioner>(ctx: &Context<P>, volume: &Arc<PersistentVolume>
         Gate::GaveUp => return Action::await_change(),
     }
 
-    let started = Instant::now();
+    let operation = Operation::delete(ctx.observer.as_ref(), labels);
     if !asset_deleted {
-        ctx.observer.delete_started(&labels);
         let request = match delete_request(ctx, volume) {
             Ok(request) => request,
             Err(message) => {
@@ -144,11 +148,7 @@ async fn delete<P: Provisioner>(ctx: &Context<P>, volume: &Arc<PersistentVolume>
                     &message,
                 )
                 .await;
-                ctx.observer.delete_finished(
-                    &labels,
-                    Outcome::Failed("parameters"),
-                    started.elapsed(),
-                );
+                operation.finish(Outcome::Failed("parameters"));
                 return retry_later(ctx, volume, true).await;
             }
         };
@@ -160,15 +160,24 @@ async fn delete<P: Provisioner>(ctx: &Context<P>, volume: &Arc<PersistentVolume>
             )),
         };
         match result {
-            Ok(()) => {
+            Ok(outcome) => {
+                if let DeleteOutcome::Forgotten { message } = &outcome {
+                    tracing::warn!(volume = %name, %message, "the backend let go of the asset without deleting it");
+                    ctx.publish(
+                        &**volume,
+                        EventType::Warning,
+                        reasons::VOLUME_FORGOTTEN,
+                        message,
+                    )
+                    .await;
+                }
                 ctx.with_volume_memory(&uid, fingerprint(volume), |memory| {
                     memory.asset_deleted = true;
                 });
             }
             Err(DeleteError::Ignored(reason)) => {
                 tracing::debug!(volume = %name, %reason, "backend ignored the deletion");
-                ctx.observer
-                    .delete_finished(&labels, Outcome::Succeeded, started.elapsed());
+                operation.finish(Outcome::Failed("ignored"));
                 return Action::await_change();
             }
             Err(error) => {
@@ -179,11 +188,7 @@ async fn delete<P: Provisioner>(ctx: &Context<P>, volume: &Arc<PersistentVolume>
                 tracing::warn!(volume = %name, %error, "deleting the asset failed");
                 ctx.publish(&**volume, type_, reason, &error.to_string())
                     .await;
-                ctx.observer.delete_finished(
-                    &labels,
-                    Outcome::Failed(error.kind()),
-                    started.elapsed(),
-                );
+                operation.finish(Outcome::Failed(error.kind()));
                 return retry_later(ctx, volume, true).await;
             }
         }
@@ -194,8 +199,7 @@ async fn delete<P: Provisioner>(ctx: &Context<P>, volume: &Arc<PersistentVolume>
         Ok(lingering) => lingering,
         Err(error) => {
             tracing::warn!(volume = %name, %error, "deleting the volume object failed");
-            ctx.observer
-                .delete_finished(&labels, Outcome::Failed("api"), started.elapsed());
+            operation.finish(Outcome::Failed("api"));
             return retry_later(ctx, volume, false).await;
         }
     };
@@ -208,11 +212,11 @@ async fn delete<P: Provisioner>(ctx: &Context<P>, volume: &Arc<PersistentVolume>
             .collect();
         if let Err(error) = ctx.set_volume_finalizers(&lingering, &finalizers).await {
             tracing::warn!(volume = %name, %error, "removing the volume finalizer failed");
+            operation.finish(Outcome::Failed("api"));
             return retry_later(ctx, volume, false).await;
         }
     }
-    ctx.observer
-        .delete_finished(&labels, Outcome::Succeeded, started.elapsed());
+    operation.finish(Outcome::Succeeded);
     tracing::info!(volume = %name, "deleted");
     // Memory is dropped when the watch reports the volume gone.
     Action::await_change()

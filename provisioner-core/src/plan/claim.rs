@@ -1,10 +1,11 @@
 //! What to do with a claim: [`decide_claim`].
 //!
 //! The rules follow the Go library's `shouldProvision`/`provisionClaimOperation` (which
-//! claims are ours, WaitForFirstConsumer, block volumes), with three additions: a claim in
+//! claims are ours, WaitForFirstConsumer, block volumes), with four additions: a claim in
 //! flight (carrying a [provisioning record](super::record)) is always finished or cleaned
-//! up, every case the Go library passes over silently gets a reason that becomes an Event
-//! ([`Refusal`]), and data sources are checked.
+//! up, a record that went stale is retired with its asset before a new one is written
+//! ([`ClaimAction::RetireRecord`]), every case the Go library passes over silently gets a
+//! reason that becomes an Event ([`Refusal`]), and data sources are checked.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
@@ -73,6 +74,13 @@ pub enum ClaimAction {
     /// The claim is being deleted while in flight: unless a PersistentVolume for it exists
     /// (checked live), delete the asset with the recorded data, then remove the record.
     CleanUp(Option<ProvisioningRecord>),
+    /// The claim carries a record that differs from the one the next attempt would write
+    /// (the class's parameters or provisioner, the selected node or the volume name changed
+    /// since an attempt that did not finish): unless a PersistentVolume for it exists
+    /// (checked live), delete the asset made under this old record, then remove the record;
+    /// the next pass writes the new one. Overwriting the record instead would strand that
+    /// asset.
+    RetireRecord(ProvisioningRecord),
     /// Something retrying cannot fix: a Warning `ProvisioningFailed` Event, then wait until
     /// the claim or its class changes.
     Refuse(Refusal),
@@ -220,7 +228,12 @@ pub fn requested_provisioner(claim: &PersistentVolumeClaim) -> Option<&str> {
 /// or one whose PersistentVolume exists only needs its record cleared; a claim not in flight
 /// must name this provisioner and pass the backend's `should_provision`; then its class must
 /// exist and name this provisioner, a WaitForFirstConsumer class needs a selected node, and
-/// block mode and data sources need backend support.
+/// block mode and data sources need backend support; a stale record is retired; last, a
+/// claim in flight is resumed only by an instance whose backend accepts it.
+///
+/// A claim in flight that the backend declines is still looked at up to the stale-record
+/// check, without Events: its record may name an asset that only this instance can delete
+/// (one instance per node: the old node's instance retires the record after a reschedule).
 pub fn decide_claim(view: ClaimView<'_>, backend: &impl BackendCapabilities) -> ClaimAction {
     let claim = view.claim;
     let record = match read_record(&claim.metadata) {
@@ -274,23 +287,31 @@ pub fn decide_claim(view: ClaimView<'_>, backend: &impl BackendCapabilities) -> 
         };
     }
 
-    // A claim in flight was accepted earlier: finish it even if the backend would no longer
-    // accept it, or its asset could be stranded.
-    if !in_flight && !backend.should_provision(claim) {
+    let accepted = backend.should_provision(claim);
+    if !in_flight && !accepted {
         return ClaimAction::Ignore(IgnoreReason::DeclinedByBackend);
     }
+    // Only an instance that accepts the claim reports why it cannot be provisioned; the
+    // others stay silent, as they are for claims not in flight.
+    let refuse = |refusal: Refusal| {
+        if accepted {
+            ClaimAction::Refuse(refusal)
+        } else {
+            ClaimAction::Ignore(IgnoreReason::DeclinedByBackend)
+        }
+    };
 
     let class_name = claim_class(claim);
     if class_name.is_empty() {
         return ClaimAction::Ignore(IgnoreReason::NoClass);
     }
     let Some(class) = view.class else {
-        return ClaimAction::Refuse(Refusal::ClassNotFound {
+        return refuse(Refusal::ClassNotFound {
             class: class_name.to_owned(),
         });
     };
     if !view.names.is_known(&class.provisioner) {
-        return ClaimAction::Refuse(Refusal::UnknownProvisioner {
+        return refuse(Refusal::UnknownProvisioner {
             class: class_name.to_owned(),
             provisioner: class.provisioner.clone(),
             ours: view.names.name().to_owned(),
@@ -304,7 +325,7 @@ pub fn decide_claim(view: ClaimView<'_>, backend: &impl BackendCapabilities) -> 
     }
 
     if claim_volume_mode(claim) == BLOCK_VOLUME_MODE && !backend.supports_block() {
-        return ClaimAction::Refuse(Refusal::BlockUnsupported {
+        return refuse(Refusal::BlockUnsupported {
             ours: view.names.name().to_owned(),
         });
     }
@@ -314,7 +335,7 @@ pub fn decide_claim(view: ClaimView<'_>, backend: &impl BackendCapabilities) -> 
             return ClaimAction::Ignore(IgnoreReason::PopulatorDataSource);
         }
         if !backend.supports_data_source(&source) {
-            return ClaimAction::Refuse(Refusal::DataSourceUnsupported {
+            return refuse(Refusal::DataSourceUnsupported {
                 kind: source.kind,
                 name: source.name,
                 ours: view.names.name().to_owned(),
@@ -322,6 +343,14 @@ pub fn decide_claim(view: ClaimView<'_>, backend: &impl BackendCapabilities) -> 
         }
     }
 
+    if let Some(recorded) = record
+        && recorded != new_record(claim, class, view.volume_name)
+    {
+        return ClaimAction::RetireRecord(recorded);
+    }
+    if !accepted {
+        return ClaimAction::Ignore(IgnoreReason::DeclinedByBackend);
+    }
     ClaimAction::Provision
 }
 
@@ -392,7 +421,7 @@ pub fn claim_fingerprint(claim: &PersistentVolumeClaim, class: Option<&StorageCl
 mod tests {
     use super::*;
     use crate::plan::keys::{PROVISIONING_FINALIZER, VOLUME_FINALIZER};
-    use crate::plan::record::with_record;
+    use crate::plan::record::{with_record, without_selected_node};
     use k8s_openapi::api::core::v1::{
         ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeSpec, TypedLocalObjectReference,
     };
@@ -625,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_in_flight_is_resumed_even_if_the_backend_now_declines_it() {
+    fn a_claim_in_flight_is_resumed_only_by_an_instance_that_accepts_it() {
         let class = mk_class("fast", NAME, false);
         let claim = in_flight(&mk_claim("fast", Some(NAME)), &class);
         let declining = Backend {
@@ -633,7 +662,101 @@ mod tests {
             ..PLAIN
         };
         assert_eq!(
+            decide(&claim, Some(&class), None, &PLAIN),
+            ClaimAction::Provision
+        );
+        assert_eq!(
             decide(&claim, Some(&class), None, &declining),
+            ClaimAction::Ignore(IgnoreReason::DeclinedByBackend),
+            "another instance's claim: no backend call, no Event"
+        );
+        // Nor does a declining instance report what it would refuse.
+        assert_eq!(
+            decide(&claim, None, None, &declining),
+            ClaimAction::Ignore(IgnoreReason::DeclinedByBackend)
+        );
+        assert!(matches!(
+            decide(&claim, None, None, &PLAIN),
+            ClaimAction::Refuse(Refusal::ClassNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_stale_record_is_retired_by_every_instance() {
+        let class = mk_class("fast", NAME, false);
+        let claim = in_flight(&mk_claim("fast", Some(NAME)), &class);
+        let old = new_record(&claim, &class, "pvc-u1");
+        let declining = Backend {
+            accept: false,
+            ..PLAIN
+        };
+
+        // Parameters changed (StorageClasses are immutable: deleted and created again).
+        let mut changed = class.clone();
+        changed.parameters = Some([("k".to_owned(), "other".to_owned())].into());
+        for backend in [&PLAIN, &declining] {
+            assert_eq!(
+                decide(&claim, Some(&changed), None, backend),
+                ClaimAction::RetireRecord(old.clone())
+            );
+        }
+        // Provisioner renamed to an alias.
+        let mut renamed = class.clone();
+        renamed.provisioner = "old".into();
+        assert_eq!(
+            decide(&claim, Some(&renamed), None, &PLAIN),
+            ClaimAction::RetireRecord(old.clone())
+        );
+        // Another volume name (a different namer).
+        let names = ProvisionerNames::new(NAME);
+        let view = ClaimView {
+            claim: &claim,
+            class: Some(&class),
+            volume: None,
+            volume_name: "custom-u1",
+            names: &names,
+        };
+        assert_eq!(
+            decide_claim(view, &PLAIN),
+            ClaimAction::RetireRecord(old.clone())
+        );
+        // An unchanged record is resumed.
+        assert_eq!(
+            decide(&claim, Some(&class), None, &PLAIN),
+            ClaimAction::Provision
+        );
+    }
+
+    #[test]
+    fn a_rescheduled_claim_retires_its_record_once_a_new_node_is_picked() {
+        let class = mk_class("local", NAME, true);
+        let mut claim = mk_claim("local", Some(NAME));
+        let annotations = claim.metadata.annotations.as_mut().unwrap();
+        annotations.insert(SELECTED_NODE.into(), "n1".into());
+        let claim = in_flight(&claim, &class);
+        let old = read_record(&claim.metadata).unwrap().unwrap();
+        assert_eq!(old.selected_node.as_deref(), Some("n1"));
+
+        let unscheduled = without_selected_node(&claim);
+        assert_eq!(
+            decide(&unscheduled, Some(&class), None, &PLAIN),
+            ClaimAction::Ignore(IgnoreReason::WaitingForNode)
+        );
+        let mut moved = unscheduled;
+        moved
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(SELECTED_NODE.into(), "n2".into());
+        assert_eq!(
+            decide(&moved, Some(&class), None, &PLAIN),
+            ClaimAction::RetireRecord(old)
+        );
+        // Once retired, the claim is provisioned as new.
+        let retired = crate::plan::record::without_record(&moved);
+        assert_eq!(
+            decide(&retired, Some(&class), None, &PLAIN),
             ClaimAction::Provision
         );
     }

@@ -13,7 +13,10 @@
 //! API server refuses new finalizers on a claim that is being deleted, so a successful write
 //! proves the claim was current, alive and unbound at that moment. Both are removed in one
 //! update once the PersistentVolume exists (the record is copied onto the PersistentVolume
-//! for later deletes), or after the asset was deleted for a claim deleted mid-flight.
+//! for later deletes), or after the asset was deleted: for a claim deleted mid-flight, or
+//! for a record gone stale (the next attempt would record other parameters or another
+//! node). A record is never overwritten with a different one: that would strand the asset
+//! the old one describes.
 //!
 //! [`PROVISIONING_RECORD`]: super::keys::PROVISIONING_RECORD
 //! [`PROVISIONING_FINALIZER`]: super::keys::PROVISIONING_FINALIZER

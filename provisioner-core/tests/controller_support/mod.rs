@@ -17,10 +17,13 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use provisioner_core::controller::{Checkpoint, CheckpointHook, Config, ProvisionController};
+use provisioner_core::controller::{
+    Checkpoint, CheckpointHook, Config, DeleteLabels, Observer, Outcome, ProvisionController,
+    ProvisionLabels, QueueDepth, QueueKind,
+};
 use provisioner_core::plan::keys::PROVISIONING_FINALIZER;
 use provisioner_core::provisioner::{
-    DeleteError, DeleteRequest, ParameterError, ProvisionError, ProvisionRequest,
+    DeleteError, DeleteOutcome, DeleteRequest, ParameterError, ProvisionError, ProvisionRequest,
     ProvisionedVolume, Provisioner,
 };
 use serde_json::json;
@@ -48,6 +51,8 @@ pub enum Failure {
     Final,
     Reschedule,
     Infeasible,
+    /// The asset is created, then the call fails as if it had timed out.
+    AfterCreate,
 }
 
 /// What the test backend has done; shared by every controller instance of a test, like a
@@ -70,7 +75,22 @@ pub struct BackendState {
     pub fail_always: Option<Failure>,
     /// Provisioning calls that hang forever, one per call, before the others.
     pub hang_next: u32,
+    /// Assets that exist now, by (tier, volume name): a tiered storage keeps an asset per
+    /// tier, so one deleted under the wrong tier would stay.
+    pub tiered: BTreeSet<(String, String)>,
+    /// The (tier, volume name) of every delete call.
+    pub deleted: Vec<(String, String)>,
+    /// The claim labels each delete without a PersistentVolume got (`None`: no claim object).
+    pub orphan_claim_labels: Vec<Option<BTreeMap<String, String>>>,
+    /// Deletes answer "forgotten" (the data stays, the volume goes) instead of deleting.
+    pub forget_deletes: bool,
+    /// Calls answered with "ignored" by instances made with [`TestBackend::ignoring`].
+    pub ignored_provisions: u32,
+    pub ignored_deletes: u32,
 }
+
+/// The message of a "forgotten" delete.
+pub const FORGOTTEN: &str = "test: the data stays on a node that no longer exists";
 
 /// Typed parameters: `tier` is `fast` (default) or `slow`; nothing else is accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,9 +102,20 @@ pub struct TestParameters {
 #[derive(Clone, Debug, Default)]
 pub struct TestBackend {
     pub state: Arc<Mutex<BackendState>>,
+    /// This instance leaves every claim and asset to another instance (and says so only
+    /// when called: it accepts claims in `should_provision`).
+    ignoring: bool,
 }
 
 impl TestBackend {
+    /// Another instance over the same storage that ignores everything.
+    pub fn ignoring(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            ignoring: true,
+        }
+    }
+
     pub fn state(&self) -> std::sync::MutexGuard<'_, BackendState> {
         self.state.lock().unwrap()
     }
@@ -119,6 +150,10 @@ impl Provisioner for TestBackend {
         &self,
         request: ProvisionRequest<TestParameters>,
     ) -> Result<ProvisionedVolume, ProvisionError> {
+        if self.ignoring {
+            self.state().ignored_provisions += 1;
+            return Err(ProvisionError::Ignored("another instance's claim".into()));
+        }
         let hang = {
             let mut state = self.state();
             state.provision_calls += 1;
@@ -140,10 +175,18 @@ impl Provisioner for TestBackend {
             Some(Failure::Infeasible) => {
                 return Err(ProvisionError::Infeasible("no such tier".into()));
             }
-            None => {}
+            Some(Failure::AfterCreate) | None => {}
         }
         if state.assets.insert(request.volume_name.clone()) {
             state.created += 1;
+        }
+        state
+            .tiered
+            .insert((request.parameters.tier.clone(), request.volume_name.clone()));
+        if failure == Some(Failure::AfterCreate) {
+            return Err(ProvisionError::InBackground(
+                "timed out after creating the asset".into(),
+            ));
         }
         Ok(ProvisionedVolume::host_path(HostPathVolumeSource {
             path: format!("/srv/test/{}", request.volume_name),
@@ -152,15 +195,37 @@ impl Provisioner for TestBackend {
         .with_annotation("test.provisioner-rs.io/tier", request.parameters.tier))
     }
 
-    async fn delete(&self, request: DeleteRequest<TestParameters>) -> Result<(), DeleteError> {
+    async fn delete(
+        &self,
+        request: DeleteRequest<TestParameters>,
+    ) -> Result<DeleteOutcome, DeleteError> {
         let mut state = self.state();
+        if self.ignoring {
+            state.ignored_deletes += 1;
+            return Err(DeleteError::Ignored("another instance's asset".into()));
+        }
         state.delete_calls += 1;
         if request.volume.is_none() {
             state.orphan_deletes += 1;
+            let labels = request
+                .claim_object
+                .as_ref()
+                .map(|claim| claim.labels().clone());
+            state.orphan_claim_labels.push(labels);
         }
+        if state.forget_deletes {
+            return Ok(DeleteOutcome::forgotten(FORGOTTEN));
+        }
+        let tier = request
+            .parameters
+            .map_or_else(|| "unknown".to_owned(), |parameters| parameters.tier);
+        state
+            .tiered
+            .remove(&(tier.clone(), request.volume_name.clone()));
+        state.deleted.push((tier, request.volume_name.clone()));
         // Idempotent: a missing asset is already deleted.
         state.assets.remove(&request.volume_name);
-        Ok(())
+        Ok(DeleteOutcome::Deleted)
     }
 }
 
@@ -234,12 +299,17 @@ impl Harness {
     /// A controller for this test's provisioner name, acting as the seed-RBAC
     /// ServiceAccount, with fast retries.
     pub fn controller(&self, config: Config) -> ProvisionController<TestBackend> {
-        ProvisionController::new(
-            self.provisioner_client.clone(),
-            self.name.clone(),
-            self.backend.clone(),
-        )
-        .config(config)
+        self.controller_with(self.backend.clone(), config)
+    }
+
+    /// A controller like [`Harness::controller`] with another backend instance.
+    pub fn controller_with(
+        &self,
+        backend: TestBackend,
+        config: Config,
+    ) -> ProvisionController<TestBackend> {
+        ProvisionController::new(self.provisioner_client.clone(), self.name.clone(), backend)
+            .config(config)
     }
 
     /// Quick retries so failure tests do not wait for minutes.
@@ -249,6 +319,12 @@ impl Harness {
 
     pub fn start(&self, config: Config) -> Running {
         Running::spawn(self.controller(config))
+    }
+
+    /// Starts a second instance of the provisioner (same name) that ignores every claim
+    /// and asset.
+    pub fn start_ignoring(&self, config: Config) -> Running {
+        Running::spawn(self.controller_with(self.backend.ignoring(), config))
     }
 
     /// Starts a controller that freezes for good right after `checkpoint`, like a process
@@ -387,6 +463,18 @@ impl Harness {
             .collect())
     }
 
+    /// Waits until `check` holds for the backend's state.
+    pub async fn wait_backend(
+        &self,
+        what: &str,
+        check: impl Fn(&BackendState) -> bool,
+    ) -> anyhow::Result<()> {
+        wait_for(what, || async {
+            Ok(check(&self.backend.state()).then_some(()))
+        })
+        .await
+    }
+
     /// Waits for an Event with `reason` whose message contains `text` on the claim.
     pub async fn wait_claim_event(
         &self,
@@ -403,6 +491,60 @@ impl Harness {
             }))
         })
         .await
+    }
+}
+
+/// What a [`CountingObserver`] has seen.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    pub provisions_started: u32,
+    pub provisions_finished: u32,
+    pub deletes_started: u32,
+    pub deletes_finished: u32,
+    pub leadership: Vec<bool>,
+    pub claims_depth: QueueDepth,
+    pub volumes_depth: QueueDepth,
+    pub max_claims_queued: usize,
+}
+
+/// An observer that counts operations and keeps the latest queue depths and every
+/// leadership change.
+#[derive(Debug, Default)]
+pub struct CountingObserver {
+    seen: Mutex<Seen>,
+}
+
+impl CountingObserver {
+    pub fn snapshot(&self) -> Seen {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Observer for CountingObserver {
+    fn provision_started(&self, _: &ProvisionLabels) {
+        self.seen.lock().unwrap().provisions_started += 1;
+    }
+    fn provision_finished(&self, _: &ProvisionLabels, _: Outcome, _: Duration) {
+        self.seen.lock().unwrap().provisions_finished += 1;
+    }
+    fn delete_started(&self, _: &DeleteLabels) {
+        self.seen.lock().unwrap().deletes_started += 1;
+    }
+    fn delete_finished(&self, _: &DeleteLabels, _: Outcome, _: Duration) {
+        self.seen.lock().unwrap().deletes_finished += 1;
+    }
+    fn queue_depth(&self, queue: QueueKind, depth: QueueDepth) {
+        let mut seen = self.seen.lock().unwrap();
+        match queue {
+            QueueKind::Claims => {
+                seen.claims_depth = depth;
+                seen.max_claims_queued = seen.max_claims_queued.max(depth.queued);
+            }
+            _ => seen.volumes_depth = depth,
+        }
+    }
+    fn leadership_changed(&self, leading: bool) {
+        self.seen.lock().unwrap().leadership.push(leading);
     }
 }
 
