@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the local Kubernetes control plane used by tests, benchmarks and the demo:
-# kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes), etcd
-# (go.etcd.io/etcd/server/v3) and kwok (sigs.k8s.io/kwok), from the Go module proxy.
+# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (k8s.io/kubernetes),
+# etcd (go.etcd.io/etcd/server/v3) and kwok (sigs.k8s.io/kwok), from the Go module proxy.
+# kubectl is a client, not a component: the demo uses it to apply the seed's manifests as
+# written, and the tests use `kubectl kustomize` to render deploy/ exactly as users will.
 #
 # Each program is built from a small tool module of its own, so their dependency graphs
 # never mix. Results are cached in a directory keyed by every input that changes the
@@ -20,8 +22,9 @@ K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 CACHE_ROOT=${PROVISIONER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/provisioner-rs}
-# Bump when the build recipe (flags, stamping) changes, so old caches are not reused.
-RECIPE=1
+# Bump when the build recipe (flags, stamping, programs) changes, so old caches are not
+# reused. r2: kubectl added.
+RECIPE=2
 
 say() { printf '[control-plane] %s\n' "$*" >&2; }
 die() { printf '[control-plane] error: %s\n' "$*" >&2; exit 1; }
@@ -108,18 +111,20 @@ build_kubernetes() {
   go mod edit -require="k8s.io/kubernetes@${K8S_VERSION}" \
     -tool=k8s.io/kubernetes/cmd/kube-apiserver \
     -tool=k8s.io/kubernetes/cmd/kube-controller-manager \
-    -tool=k8s.io/kubernetes/cmd/kube-scheduler
+    -tool=k8s.io/kubernetes/cmd/kube-scheduler \
+    -tool=k8s.io/kubernetes/cmd/kubectl
   go mod tidy 2>"$mod/tidy.err" || proxy_hint "go mod tidy failed for kubernetes: $(tail -5 "$mod/tidy.err")"
   ldf="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldf+=" -X $p.gitVersion=${K8S_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${minor} -X $p.gitTreeState=clean"
     ldf+=" -X $p.gitCommit=0000000000000000000000000000000000000000 -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  say "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler (several minutes on a cold cache) [$(elapsed)]"
+  say "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (several minutes on a cold cache) [$(elapsed)]"
   go build -pgo=off -trimpath -ldflags "$ldf" -o "$TMP/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl
   say "kubernetes: done [$(elapsed)]"
 }
 
@@ -165,6 +170,7 @@ build_kwok
 build_kubernetes
 
 "$TMP/kube-apiserver" --version >&2
+"$TMP/kubectl" version --client >&2
 date -u +%FT%TZ >"$TMP/.complete"
 rm -rf "$BIN"
 mv "$TMP" "$BIN"

@@ -32,5 +32,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-say "cargo test"
-cargo test --workspace --locked
+say "cargo test (then check that no control-plane process or directory outlived it)"
+testenv/scripts/check-no-orphans.sh cargo test --workspace --locked

@@ -2,4 +2,7 @@
 //! every binary carries (`explain`).
 
 pub mod explain;
+pub mod hostpath;
 pub mod manifest;
+pub mod runtime;
+pub mod nfs;

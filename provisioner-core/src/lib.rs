@@ -19,6 +19,8 @@
 pub mod binding;
 pub mod controller;
 pub mod events;
+pub mod leader;
+pub mod metrics;
 pub mod plan;
 pub mod provisioner;
 pub mod quantity;

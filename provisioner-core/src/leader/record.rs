@@ -90,7 +90,9 @@ mod go_time {
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         match time {
-            Some(time) => serializer.serialize_str(&time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            Some(time) => {
+                serializer.serialize_str(&time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            }
             None => serializer.serialize_none(),
         }
     }
@@ -176,7 +178,10 @@ mod tests {
     #[test]
     fn lease_spec_round_trips_and_released_holder_is_absent() {
         let record = held();
-        assert_eq!(LeaderRecord::from_lease_spec(&record.to_lease_spec()), record);
+        assert_eq!(
+            LeaderRecord::from_lease_spec(&record.to_lease_spec()),
+            record
+        );
 
         let released = LeaderRecord {
             holder_identity: String::new(),

@@ -1,0 +1,490 @@
+//! `hostpath-provisioner` against a real control plane: kube-apiserver, the PV binder of
+//! kube-controller-manager, kube-scheduler, and two kwok nodes. One instance of the binary
+//! runs per node, as the ServiceAccount of `deploy/hostpath/` with exactly its RBAC, with a
+//! temporary directory as that node's disk.
+
+mod hostpath_support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use hostpath_support::{
+    Disks, NODES, SELECTED_NODE, Setup, affinity_node, claim_events, create, create_class, delete,
+    describe, events, eventually, host_path, mk_claim, mk_class, mk_pod, selected_node, wait_bound,
+    wait_claim_event, wait_running, wait_volume_gone,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume};
+use kube::api::{Api, ListParams};
+use testenv::{ControlPlane, SharedControlPlane};
+
+static PLANE: SharedControlPlane = SharedControlPlane::new(|| {
+    ControlPlane::builder()
+        .controller_manager(true)
+        .scheduler(true)
+        .fake_nodes(&NODES)
+});
+
+/// Whether `event` is a Warning from an instance of `provisioner` (its Events are reported
+/// by `<provisioner>_<node>`); the scheduler's own Warnings do not count.
+fn is_warning_from(event: &Event, provisioner: &str) -> bool {
+    event.type_.as_deref() == Some("Warning")
+        && event
+            .reporting_component
+            .as_deref()
+            .is_some_and(|component| component.starts_with(provisioner))
+}
+
+/// The node that is not `node`.
+fn other(node: &str) -> &'static str {
+    if node == NODES[0] { NODES[1] } else { NODES[0] }
+}
+
+#[tokio::test]
+async fn a_pod_gets_a_volume_on_its_node_and_deleting_the_claim_removes_the_directory()
+-> anyhow::Result<()> {
+    let plane = PLANE.get().await?;
+    let mut setup = Setup::new(plane, "hp-flow", &[], |_| Vec::new()).await?;
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    create(&setup.claims(), &mk_claim("data", &setup.class, "1Mi", &[])).await?;
+    create(&setup.pods(), &mk_pod("app", "data", None)).await?;
+
+    let pod = wait_running(&setup.pods(), "app").await;
+    let (claim, volume) = wait_bound(&client, &namespace, "data").await;
+    setup.assert_running();
+    let node = pod.spec.and_then(|spec| spec.node_name).unwrap_or_default();
+    assert!(NODES.contains(&node.as_str()), "ran on {node:?}");
+    assert_eq!(selected_node(&claim), Some(node.as_str()));
+    assert_eq!(affinity_node(&volume).as_deref(), Some(node.as_str()));
+
+    // local-path's default directory name, on the chosen node's disk only.
+    let volume_name = volume.metadata.name.clone().unwrap_or_default();
+    let dir_name = format!("{volume_name}_{namespace}_data");
+    let path = host_path(&volume).expect("a hostPath volume");
+    assert_eq!(path, setup.disks.disk(&node).join(&dir_name));
+    assert!(path.is_dir(), "{} was not created", path.display());
+    assert!(
+        setup.disks.entries(other(&node)).is_empty(),
+        "the other disk was touched"
+    );
+
+    let claim_events = claim_events(&client, &namespace, "data").await?;
+    let succeeded: Vec<_> = claim_events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ProvisioningSucceeded"))
+        .collect();
+    assert_eq!(succeeded.len(), 1, "{}", describe(&claim_events));
+    assert_eq!(
+        succeeded[0].reporting_instance.as_deref(),
+        Some(node.as_str())
+    );
+    assert!(
+        !claim_events
+            .iter()
+            .any(|e| is_warning_from(e, &setup.provisioner)),
+        "{}",
+        describe(&claim_events)
+    );
+
+    delete(&setup.pods(), "app").await?;
+    delete(&setup.claims(), "data").await?;
+    wait_volume_gone(&client, &volume_name).await;
+    assert!(!path.exists(), "{} survived the deletion", path.display());
+    setup.assert_running();
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_instance_acts_only_for_its_own_node() -> anyhow::Result<()> {
+    let plane = PLANE.get().await?;
+    let mut setup = Setup::new(plane, "hp-owners", &[], |_| Vec::new()).await?;
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    // Three pods pinned to each node: both instances get work, and each sees the other's.
+    let placements: Vec<(String, &str)> = (0..6)
+        .map(|i| (format!("data-{i}"), NODES[i % 2]))
+        .collect();
+    for (claim, node) in &placements {
+        create(&setup.claims(), &mk_claim(claim, &setup.class, "1Mi", &[])).await?;
+        create(
+            &setup.pods(),
+            &mk_pod(&format!("app-{claim}"), claim, Some(node)),
+        )
+        .await?;
+    }
+
+    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+    for (claim, node) in &placements {
+        let (bound, volume) = wait_bound(&client, &namespace, claim).await;
+        assert_eq!(selected_node(&bound), Some(*node));
+        assert_eq!(affinity_node(&volume).as_deref(), Some(*node));
+        let path = host_path(&volume).expect("a hostPath volume");
+        assert_eq!(path.parent(), Some(setup.disks.disk(node).as_path()));
+        expected.insert((
+            (*node).to_owned(),
+            path.file_name().unwrap().to_string_lossy().into_owned(),
+        ));
+    }
+    for node in NODES {
+        let on_disk: BTreeSet<(String, String)> = setup
+            .disks
+            .entries(node)
+            .into_iter()
+            .filter(|entry| !entry.starts_with('.'))
+            .map(|entry| (node.to_owned(), entry))
+            .collect();
+        let wanted: BTreeSet<(String, String)> = expected
+            .iter()
+            .filter(|(n, _)| n == node)
+            .cloned()
+            .collect();
+        assert_eq!(on_disk, wanted, "directories on {node}'s disk");
+    }
+
+    // Each claim was provisioned once, by its node's instance; no instance complained.
+    let all = events(&client, &namespace).await?;
+    assert!(
+        !all.iter().any(|e| is_warning_from(e, &setup.provisioner)),
+        "{}",
+        describe(&all)
+    );
+    for (claim, node) in &placements {
+        let succeeded: Vec<_> = all
+            .iter()
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some(claim.as_str())
+                    && e.reason.as_deref() == Some("ProvisioningSucceeded")
+            })
+            .collect();
+        assert_eq!(succeeded.len(), 1, "{claim}: {}", describe(&all));
+        assert_eq!(succeeded[0].reporting_instance.as_deref(), Some(*node));
+    }
+    setup.assert_running();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_without_room_sends_the_claim_back_to_the_scheduler() -> anyhow::Result<()> {
+    let plane = PLANE.get().await?;
+    let full = NODES[0];
+    // node-a's disk is too small for the claim: a real 1 MiB filesystem when the test may
+    // mount one (root), else node-a's instance keeps all its space reserved.
+    let mut disks = Disks::new()?;
+    let shrunk = disks.shrink(full);
+    let mut setup = Setup::with_disks(plane, "hp-full", &[], disks, |node| {
+        if node == full && !shrunk {
+            vec!["--reserved-space=1Ei".to_owned()]
+        } else {
+            Vec::new()
+        }
+    })
+    .await?;
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+
+    // The claim starts on the full node (as if the scheduler had picked it), so the test
+    // always exercises the way back; the pod may then land anywhere.
+    create(
+        &setup.claims(),
+        &mk_claim("big", &setup.class, "64Mi", &[(SELECTED_NODE, full)]),
+    )
+    .await?;
+    let refusal = wait_claim_event(
+        &client,
+        &namespace,
+        "big",
+        "ProvisioningFailed",
+        &[&format!("no path on node {full} can hold"), "64.0 MiB"],
+    )
+    .await;
+    assert_eq!(refusal.reporting_instance.as_deref(), Some(full));
+    create(&setup.pods(), &mk_pod("app", "big", None)).await?;
+
+    let (claim, volume) = wait_bound(&client, &namespace, "big").await;
+    let node = other(full);
+    assert_eq!(selected_node(&claim), Some(node));
+    assert_eq!(affinity_node(&volume).as_deref(), Some(node));
+    assert_eq!(
+        host_path(&volume).and_then(|p| p.parent().map(Path::to_owned)),
+        Some(setup.disks.disk(node))
+    );
+    let pod = wait_running(&setup.pods(), "app").await;
+    assert_eq!(pod.spec.and_then(|s| s.node_name).as_deref(), Some(node));
+    assert!(
+        setup.disks.entries(full).is_empty(),
+        "the full node's disk was written: {:?}",
+        setup.disks.entries(full)
+    );
+    setup.assert_running();
+    Ok(())
+}
+
+#[tokio::test]
+async fn hostile_path_pattern_values_create_nothing_and_get_an_event() -> anyhow::Result<()> {
+    let plane = PLANE.get().await?;
+    let pattern = r#"{{ .PVC.Namespace }}/{{ .PVC.Name }}/{{ index .PVC.Annotations "sub" }}"#;
+    let mut setup = Setup::new(plane, "hp-hostile", &[("pathPattern", pattern)], |_| {
+        Vec::new()
+    })
+    .await?;
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    let escape = testenv::unique_name("escaped");
+    let outside = std::env::temp_dir().join(&escape);
+    let hostile = [
+        format!("../../../{escape}"),
+        format!("../../../../../../../../..{}", outside.display()),
+        format!("data/../../../../{escape}"),
+        outside.display().to_string(),
+        "./.".to_owned(),
+        "a//b".to_owned(),
+    ];
+    let before = setup.disks.tree();
+    for (i, value) in hostile.iter().enumerate() {
+        let node = NODES[i % 2];
+        create(
+            &setup.claims(),
+            &mk_claim(
+                &format!("hostile-{i}"),
+                &setup.class,
+                "1Mi",
+                &[("sub", value), (SELECTED_NODE, node)],
+            ),
+        )
+        .await?;
+    }
+    for (i, _) in hostile.iter().enumerate() {
+        let node = NODES[i % 2];
+        let event = wait_claim_event(
+            &client,
+            &namespace,
+            &format!("hostile-{i}"),
+            "ProvisioningFailed",
+            &["pathPattern rendered"],
+        )
+        .await;
+        assert_eq!(event.reporting_instance.as_deref(), Some(node));
+    }
+    // A well-behaved claim of the same class still works: the refusals were about the
+    // values, and the instances are healthy.
+    create(
+        &setup.claims(),
+        &mk_claim("fine", &setup.class, "1Mi", &[("sub", "data")]),
+    )
+    .await?;
+    create(&setup.pods(), &mk_pod("app", "fine", None)).await?;
+    let (_, volume) = wait_bound(&client, &namespace, "fine").await;
+    let path = host_path(&volume).expect("a hostPath volume");
+    assert!(
+        path.ends_with(format!("{namespace}/fine/data")),
+        "{}",
+        path.display()
+    );
+
+    let volumes = Api::<PersistentVolume>::all(client.clone())
+        .list(&Default::default())
+        .await?;
+    for (i, _) in hostile.iter().enumerate() {
+        let claim = format!("hostile-{i}");
+        assert!(
+            !volumes.items.iter().any(|v| {
+                v.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .is_some_and(|r| {
+                        r.namespace.as_deref() == Some(namespace.as_str())
+                            && r.name.as_deref() == Some(claim.as_str())
+                    })
+            }),
+            "{claim} got a volume"
+        );
+    }
+    let created: BTreeSet<_> = setup.disks.tree().difference(&before).cloned().collect();
+    let fine_node = affinity_node(&volume).unwrap();
+    assert!(
+        created
+            .iter()
+            .all(|p| p.starts_with(Path::new("disks").join(&fine_node))),
+        "created outside the good claim's node: {created:?}"
+    );
+    assert!(
+        created
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("escaped")),
+        "{created:?}"
+    );
+    assert!(!outside.exists(), "{} was created", outside.display());
+    setup.assert_running();
+    Ok(())
+}
+
+/// Short leases, so a takeover happens within seconds.
+fn quick_election(_: &str) -> Vec<String> {
+    [
+        "--leader-election-lease-duration=4s",
+        "--leader-election-renew-deadline=3s",
+        "--leader-election-retry-period=1s",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The node of the instance holding the cluster-wide duties (from the Lease's holder,
+/// `<node>_<random>`).
+async fn duties_holder(client: &kube::Client, namespace: &str, provisioner: &str) -> String {
+    let leases = Api::<Lease>::namespaced(client.clone(), namespace);
+    let lock = provisioner_bin::hostpath::run::duties_lock_name(provisioner);
+    eventually(format!("a holder of Lease {namespace}/{lock}"), || async {
+        let lease = leases.get_opt(&lock).await?;
+        let holder = lease
+            .and_then(|lease| lease.spec?.holder_identity)
+            .unwrap_or_default();
+        Ok(holder
+            .split_once('_')
+            .map(|(node, _)| node.to_owned())
+            .filter(|node| NODES.contains(&node.as_str())))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn one_instance_reports_immediate_binding_and_another_takes_over_when_it_dies()
+-> anyhow::Result<()> {
+    let plane = PLANE.get().await?;
+    let mut setup = Setup::new(plane, "hp-duties", &[], quick_election).await?;
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    let immediate = testenv::unique_name("hp-immediate");
+    let mut class = mk_class(&immediate, &setup.provisioner, &[]);
+    class.volume_binding_mode = Some("Immediate".into());
+    create_class(&client, &class).await?;
+
+    let holder = duties_holder(&client, &namespace, &setup.provisioner).await;
+    create(&setup.claims(), &mk_claim("first", &immediate, "1Mi", &[])).await?;
+    let event = wait_claim_event(
+        &client,
+        &namespace,
+        "first",
+        "ProvisioningFailed",
+        &["WaitForFirstConsumer"],
+    )
+    .await;
+    assert_eq!(event.reporting_instance.as_deref(), Some(holder.as_str()));
+    // Both instances saw the claim at once; only the holder answered.
+    let first = claim_events(&client, &namespace, "first").await?;
+    assert!(
+        first
+            .iter()
+            .filter(|e| is_warning_from(e, &setup.provisioner))
+            .all(|e| e.reporting_instance.as_deref() == Some(holder.as_str())),
+        "{}",
+        describe(&first)
+    );
+
+    // The holder dies without releasing the Lease. A claim created now is skipped by the
+    // survivor until it takes the duties over, then looked at again.
+    let index = NODES.iter().position(|node| *node == holder).unwrap();
+    drop(setup.instances.remove(index));
+    create(&setup.claims(), &mk_claim("second", &immediate, "1Mi", &[])).await?;
+    let survivor = other(&holder);
+    let event = wait_claim_event(
+        &client,
+        &namespace,
+        "second",
+        "ProvisioningFailed",
+        &["WaitForFirstConsumer"],
+    )
+    .await;
+    assert_eq!(event.reporting_instance.as_deref(), Some(survivor));
+    assert_eq!(
+        duties_holder(&client, &namespace, &setup.provisioner).await,
+        survivor
+    );
+
+    // The survivor, once holder, looked at the first claim again too (it is still
+    // pending); the dead instance said nothing more, so every word on the second claim is
+    // the survivor's.
+    let second = claim_events(&client, &namespace, "second").await?;
+    assert!(
+        second
+            .iter()
+            .filter(|e| is_warning_from(e, &setup.provisioner))
+            .all(|e| e.reporting_instance.as_deref() == Some(survivor)),
+        "{}",
+        describe(&second)
+    );
+    setup.assert_running();
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_volume_of_a_vanished_node_is_released_and_its_data_kept() -> anyhow::Result<()> {
+    let plane = PLANE.get().await?;
+    let client = plane.client();
+    // A third node of this test's own, which the scheduler never uses (unschedulable) and
+    // kwok does not run.
+    let gone = testenv::unique_name("node-gone");
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": gone, "labels": {"kubernetes.io/hostname": gone}},
+        "spec": {"unschedulable": true},
+    }))?;
+    Api::<Node>::all(client.clone())
+        .create(&Default::default(), &node)
+        .await?;
+    let disks = Disks::for_nodes(&[NODES[0], NODES[1], gone.as_str()])?;
+    let mut setup = Setup::with_disks(plane, "hp-gone", &[], disks, |_| Vec::new()).await?;
+    let namespace = setup.namespace.clone();
+    let gone_instance = hostpath_support::Instance::start(
+        plane,
+        &namespace,
+        &gone,
+        &setup.provisioner,
+        &setup.disks.config(),
+        &[],
+    )
+    .await?;
+
+    create(
+        &setup.claims(),
+        &mk_claim(
+            "data",
+            &setup.class,
+            "1Mi",
+            &[(SELECTED_NODE, gone.as_str())],
+        ),
+    )
+    .await?;
+    let (_, volume) = wait_bound(&client, &namespace, "data").await;
+    assert_eq!(affinity_node(&volume).as_deref(), Some(gone.as_str()));
+    let path = host_path(&volume).expect("a hostPath volume");
+    assert!(path.is_dir());
+    let volume_name = volume.metadata.name.clone().unwrap_or_default();
+
+    // The node's instance goes with the node; the claim is deleted meanwhile.
+    drop(gone_instance);
+    delete(&setup.claims(), "data").await?;
+    Api::<Node>::all(client.clone())
+        .delete(&gone, &Default::default())
+        .await?;
+
+    wait_volume_gone(&client, &volume_name).await;
+    assert!(path.is_dir(), "the data of a vanished node must stay");
+    let warnings = eventually(format!("a Warning about volume {volume_name}"), || async {
+        let events = Api::<Event>::all(client.clone())
+            .list(&ListParams::default().fields(&format!("involvedObject.name={volume_name}")))
+            .await?;
+        let warnings: Vec<Event> = events
+            .items
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .collect();
+        Ok((!warnings.is_empty()).then_some(warnings))
+    })
+    .await;
+    assert!(
+        warnings.iter().any(|e| e
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(gone.as_str()))),
+        "{}",
+        describe(&warnings)
+    );
+    setup.assert_running();
+    Ok(())
+}
