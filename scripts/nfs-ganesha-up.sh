@@ -4,12 +4,16 @@
 # 111 and Ganesha's VFS backend uses open_by_handle_at.
 #
 # Usage:
-#   scripts/nfs-ganesha-up.sh [options] EXPORT_DIR...
+#   scripts/nfs-ganesha-up.sh [options] EXPORT_DIR[=CLIENT_PATH]...
 #
-#   EXPORT_DIR   a directory to export (created if missing); its absolute path is also the
-#                path clients mount. With the VFS backend the directory's content IS the
-#                share's content, so a test can check what a client did by reading it, and
-#                the provisioner's "mounted" mode can work on it directly.
+#   EXPORT_DIR   a directory to export (created if missing). With the VFS backend the
+#                directory's content IS the share's content, so a test can check what a
+#                client did by reading it, and the provisioner's "mounted" mode can work
+#                on it directly.
+#   CLIENT_PATH  the absolute path clients mount it as, over NFSv4 (pseudo path) and
+#                NFSv3 (MOUNT, via Mount_Path_Pseudo); default: EXPORT_DIR's absolute
+#                path. Example: `/tmp/x/export=/shared` serves /tmp/x/export as
+#                `127.0.0.1:/shared`, the path a real server's clients would be given.
 #
 # Options:
 #   --state DIR      where ganesha.conf, ganesha.log and ganesha.pid go (default: mktemp -d)
@@ -74,9 +78,29 @@ if ! have_packages; then
 fi
 
 EXPORTS=()
-for dir in "$@"; do
+CLIENT_PATHS=()
+for arg in "$@"; do
+  dir=${arg%%=*}
+  [ -n "$dir" ] || die "empty EXPORT_DIR in '$arg'"
   mkdir -p "$dir"
-  EXPORTS+=("$(realpath "$dir")")
+  dir=$(realpath "$dir")
+  if [ "$arg" = "${arg#*=}" ]; then
+    client_path=$dir
+  else
+    client_path=${arg#*=}
+    case "$client_path" in
+      /*) ;;
+      *) die "CLIENT_PATH must be absolute, got '$client_path' in '$arg'" ;;
+    esac
+    case "$client_path" in
+      *'"'*) die "CLIENT_PATH must not contain a double quote: '$client_path'" ;;
+    esac
+  fi
+  for seen in "${CLIENT_PATHS[@]}"; do
+    [ "$seen" != "$client_path" ] || die "two exports share the CLIENT_PATH '$client_path'"
+  done
+  EXPORTS+=("$dir")
+  CLIENT_PATHS+=("$client_path")
 done
 [ -n "$STATE" ] || STATE=$(mktemp -d "${TMPDIR:-/tmp}/nfs-ganesha.XXXXXX")
 mkdir -p "$STATE/recovery"
@@ -106,6 +130,9 @@ NFS_CORE_PARAM {
   Enable_RQUOTA = false;
   Enable_UDP = false;
   Protocols = 3, 4;
+  # NFSv3 MOUNT resolves the Pseudo path (what CLIENT_PATH sets), not the real Path, so
+  # v3 and v4 clients mount the same name.
+  Mount_Path_Pseudo = true;
 }
 NFSV4 {
   # No 90 s grace period at start, and recovery state kept per instance.
@@ -114,14 +141,12 @@ NFSV4 {
 }
 LOG { Default_Log_Level = EVENT; }
 CONF
-  id=0
-  for dir in "${EXPORTS[@]}"; do
-    id=$((id + 1))
+  for i in "${!EXPORTS[@]}"; do
     cat <<CONF
 EXPORT {
-  Export_Id = $id;
-  Path = "$dir";
-  Pseudo = "$dir";
+  Export_Id = $((i + 1));
+  Path = "${EXPORTS[$i]}";
+  Pseudo = "${CLIENT_PATHS[$i]}";
   Protocols = 3, 4;
   Transports = TCP;
   Access_Type = RW;

@@ -109,11 +109,16 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     let export = tempfile::Builder::new()
         .prefix("nfs-demo-export-")
         .tempdir()?;
-    let server = NfsServer::start(export.path()).await?;
+    // Published as the tutorial's share, so the seed's NFS_PATH is used as written.
+    let server = NfsServer::builder()
+        .export_as(export.path(), "/shared")
+        .start()
+        .await?;
     let share = server.export().to_str().context("UTF-8 path")?.to_owned();
     println!(
-        "NFS-Ganesha exports {share} on 127.0.0.1 (NFSv3 port {}, MOUNT port {}).\n\
+        "NFS-Ganesha exports {share} as 127.0.0.1:{} (NFSv3 port {}, MOUNT port {}).\n\
          It plays the tutorial's server and its /shared export.",
+        server.client_path(0),
         server.nfs_port(),
         server.mount_port()
     );
@@ -143,13 +148,19 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     let env = [
         ("PROVISIONER_NAME", seed_env["PROVISIONER_NAME"].clone()),
         ("NFS_SERVER", server.address().to_owned()),
-        ("NFS_PATH", share.clone()),
+        ("NFS_PATH", seed_env["NFS_PATH"].clone()),
     ];
+    anyhow::ensure!(
+        seed_env["NFS_PATH"] == server.client_path(0),
+        "the seed's NFS_PATH {} is not the path the NFS server publishes ({})",
+        seed_env["NFS_PATH"],
+        server.client_path(0)
+    );
     println!(
         "The seed's Deployment runs nfs-client-provisioner with PROVISIONER_NAME={}, \
          NFS_SERVER={}, NFS_PATH={} and the share mounted at /persistentvolumes.\n\
          Here nfs-provisioner runs in its place with the same variables, the server being \
-         the local one; its export directory stands in for the mount:",
+         the local one; its export directory ({share}) stands in for the mount:",
         seed_env["PROVISIONER_NAME"], seed_env["NFS_SERVER"], seed_env["NFS_PATH"]
     );
     let flags = [

@@ -37,6 +37,10 @@ use testenv::{ControlPlane, SharedControlPlane};
 static PLANE: SharedControlPlane =
     SharedControlPlane::new(|| ControlPlane::builder().controller_manager(true));
 
+/// The share the seed's Deployment names (`NFS_PATH`); the seed scenario's test server
+/// publishes its export under it.
+const SEED_NFS_PATH: &str = "/shared";
+
 /// The ServiceAccount the provisioner runs as in every test but the seed scenario.
 const SERVICE_ACCOUNT: &str = "nfs-provisioner";
 
@@ -144,14 +148,21 @@ async fn wait_pending_with_event(
 /// seed/`, copied verbatim from the tutorial) in the `default` namespace.
 ///
 /// The provisioner runs as the seed's ServiceAccount with the environment of the seed's
-/// Deployment, except `NFS_SERVER` (the local test server, never the tutorial's address)
-/// and `NFS_PATH`: the test server exports its temporary directory under that directory's
-/// own path (testenv's Ganesha sets the pseudo path to the directory), so that path plays
-/// the role of the tutorial's `/shared`. The export directory stands in for the mount at
+/// Deployment as written (`NFS_PATH=/shared`: the test server publishes its temporary
+/// export directory as `/shared`), except `NFS_SERVER`, the local test server, never the
+/// tutorial's address. The export directory stands in for the mount at
 /// `/persistentvolumes` (`--mount-root`).
 #[tokio::test]
 async fn seed_scenario_end_to_end() -> anyhow::Result<()> {
-    let Some((export, server)) = nfs_server("seed_scenario_end_to_end").await else {
+    let test = "seed_scenario_end_to_end";
+    let export = tempfile::Builder::new()
+        .prefix(&format!("{test}-export-"))
+        .tempdir()?;
+    let Some(server) = NfsServer::builder()
+        .export_as(export.path(), SEED_NFS_PATH)
+        .start_for_test(test)
+        .await
+    else {
         return Ok(());
     };
     let plane = PLANE.get().await?;
@@ -199,19 +210,19 @@ async fn seed_scenario_end_to_end() -> anyhow::Result<()> {
         seed_env.keys().collect::<Vec<_>>(),
         ["NFS_PATH", "NFS_SERVER", "PROVISIONER_NAME"]
     );
-    assert_eq!(seed_env["NFS_PATH"], "/shared");
-    let share = path_str(server.export());
+    assert_eq!(seed_env["NFS_PATH"], SEED_NFS_PATH);
+    assert_eq!(server.client_path(0), SEED_NFS_PATH);
     let env = vec![
         ("PROVISIONER_NAME", seed_env["PROVISIONER_NAME"].clone()),
         ("NFS_SERVER", server.address().to_owned()),
-        ("NFS_PATH", share.clone()),
+        ("NFS_PATH", seed_env["NFS_PATH"].clone()),
     ];
     let mut provisioner = Provisioner::start(
         plane,
         namespace,
         "nfs-pod-provisioner-sa",
         &env,
-        &[format!("--mount-root={share}")],
+        &[format!("--mount-root={}", path_str(server.export()))],
     )
     .await?;
 
@@ -251,15 +262,16 @@ async fn seed_scenario_end_to_end() -> anyhow::Result<()> {
     let directory = format!("default-nfs-pvc-test-{volume_name}");
     let source = nfs_source(&volume);
     assert_eq!(source.server, "127.0.0.1");
-    assert_eq!(source.path, format!("{share}/{directory}"));
+    assert_eq!(source.path, format!("/shared/{directory}"));
 
     // The directory exists on the export, world-writable as nfs-subdir makes it.
     let on_export = export.path().join(&directory);
     assert!(on_export.is_dir(), "{} missing", on_export.display());
     assert_eq!(mode(&on_export), 0o777);
 
-    // A file written through NFS (mounting the volume's server:path, as a kubelet would)
-    // is in the directory, and a file put into the directory is read through NFS.
+    // A file written through NFS (mounting the volume's server:path, `/shared/...`, over
+    // NFSv3 as a kubelet would) is in the directory, and a file put into the directory is
+    // read through NFS.
     let mut nfs = NfsClient::mount(&server, &source.path).await?;
     nfs.write("from-the-pod.txt", b"written through NFS\n")
         .await?;

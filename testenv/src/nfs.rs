@@ -22,6 +22,11 @@
 //! only remembers the server that registered last. One server can also export several
 //! directories ([`NfsServerBuilder::export`]).
 //!
+//! **Client paths.** By default clients mount an export by its real absolute path. A real
+//! server usually publishes its share under a short name instead (`server:/shared`);
+//! [`NfsServerBuilder::export_as`] does the same, over NFSv4 and NFSv3 alike, and
+//! [`NfsServer::client_path`] tells which path clients mount.
+//!
 //! The packages (`nfs-ganesha`, `nfs-ganesha-vfs`, `rpcbind`) are installed by
 //! `scripts/install-test-deps.sh`, which the start script runs when they are missing.
 //!
@@ -69,6 +74,14 @@ pub enum NfsServerError {
     /// No directory to export was given.
     #[error("an NFS server needs at least one directory to export")]
     NoExport,
+    /// An export cannot be served as asked.
+    #[error("cannot export {}: {reason}", export.display())]
+    InvalidExport {
+        /// The exported directory.
+        export: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A local I/O step failed.
     #[error("{what}: {source}")]
     Io {
@@ -113,15 +126,45 @@ pub enum Squash {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct NfsServerBuilder {
-    exports: Vec<PathBuf>,
+    exports: Vec<ExportSpec>,
     squash: Squash,
     start_timeout: Duration,
 }
 
 impl NfsServerBuilder {
-    /// Adds a directory to export (created if missing).
+    /// Adds a directory to export (created if missing); clients mount it by its absolute
+    /// path.
     pub fn export(mut self, directory: impl Into<PathBuf>) -> Self {
-        self.exports.push(directory.into());
+        self.exports.push(ExportSpec {
+            directory: directory.into(),
+            client_path: None,
+        });
+        self
+    }
+
+    /// Adds a directory to export (created if missing) that clients mount as
+    /// `client_path`, an absolute path such as `/shared`, whatever the directory's real
+    /// path is.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), testenv::nfs::NfsServerError> {
+    /// use testenv::nfs::NfsServer;
+    ///
+    /// let share = tempfile::tempdir().unwrap();
+    /// let server = NfsServer::builder().export_as(share.path(), "/shared").start().await?;
+    /// assert_eq!(server.client_path(0), "/shared");
+    /// assert_eq!(server.export(), share.path().canonicalize().unwrap());
+    /// # Ok(()) }
+    /// ```
+    pub fn export_as(
+        mut self,
+        directory: impl Into<PathBuf>,
+        client_path: impl Into<String>,
+    ) -> Self {
+        self.exports.push(ExportSpec {
+            directory: directory.into(),
+            client_path: Some(client_path.into()),
+        });
         self
     }
 
@@ -151,17 +194,19 @@ impl NfsServerBuilder {
             .tempdir()
             .map_err(|source| io("creating the server's state directory", source))?;
         let mut exports = Vec::with_capacity(self.exports.len());
-        for export in &self.exports {
+        for spec in &self.exports {
+            let export = &spec.directory;
             std::fs::create_dir_all(export)
                 .map_err(|source| io(&format!("creating {}", export.display()), source))?;
-            exports.push(
-                export
-                    .canonicalize()
-                    .map_err(|source| io(&format!("resolving {}", export.display()), source))?,
-            );
+            let directory = export
+                .canonicalize()
+                .map_err(|source| io(&format!("resolving {}", export.display()), source))?;
+            exports.push((directory, spec.client_path.clone()));
         }
+        let (exports, client_paths) = resolve_client_paths(exports)?;
         let mut server = NfsServer {
             exports,
+            client_paths,
             squash: self.squash,
             start_timeout: self.start_timeout,
             nfs_port: 0,
@@ -182,11 +227,59 @@ impl NfsServerBuilder {
     }
 }
 
+/// One export as asked for: a directory and, optionally, the path clients mount it as.
+#[derive(Debug, Clone)]
+struct ExportSpec {
+    directory: PathBuf,
+    client_path: Option<String>,
+}
+
+/// Splits resolved exports (absolute directories with optional client paths) into the
+/// directories and the paths clients mount, checking the script can express them: it
+/// takes `DIRECTORY=CLIENT_PATH`, so a directory must be UTF-8 without `=`, and a client
+/// path absolute, without `"` (it is quoted in ganesha.conf) and unique.
+fn resolve_client_paths(
+    exports: Vec<(PathBuf, Option<String>)>,
+) -> Result<(Vec<PathBuf>, Vec<String>), NfsServerError> {
+    let invalid = |export: &Path, reason: &str| NfsServerError::InvalidExport {
+        export: export.to_path_buf(),
+        reason: reason.to_owned(),
+    };
+    let mut directories = Vec::with_capacity(exports.len());
+    let mut client_paths: Vec<String> = Vec::with_capacity(exports.len());
+    for (directory, client_path) in exports {
+        let Some(real_path) = directory.to_str() else {
+            return Err(invalid(&directory, "the path is not UTF-8"));
+        };
+        if real_path.contains('=') {
+            return Err(invalid(&directory, "the path contains '='"));
+        }
+        let client_path = client_path.unwrap_or_else(|| real_path.to_owned());
+        if !client_path.starts_with('/') {
+            return Err(invalid(&directory, "the client path is not absolute"));
+        }
+        if client_path.contains('"') {
+            return Err(invalid(&directory, "the client path contains '\"'"));
+        }
+        if client_paths.contains(&client_path) {
+            return Err(invalid(
+                &directory,
+                "another export has the same client path",
+            ));
+        }
+        directories.push(directory);
+        client_paths.push(client_path);
+    }
+    Ok((directories, client_paths))
+}
+
 /// A running NFS-Ganesha exporting directories on 127.0.0.1. See the
 /// [module documentation](self).
 #[derive(Debug)]
 pub struct NfsServer {
     exports: Vec<PathBuf>,
+    /// The path clients mount, per export (same order).
+    client_paths: Vec<String>,
     squash: Squash,
     start_timeout: Duration,
     nfs_port: u16,
@@ -232,7 +325,8 @@ impl NfsServer {
         self.mount_port
     }
 
-    /// The exported directories (absolute; each is also the path clients mount).
+    /// The exported directories (absolute, canonical): where the shares' content lives
+    /// on this machine. Clients mount them as [`Self::client_paths`].
     pub fn exports(&self) -> &[PathBuf] {
         &self.exports
     }
@@ -240,6 +334,21 @@ impl NfsServer {
     /// The first exported directory.
     pub fn export(&self) -> &Path {
         &self.exports[0]
+    }
+
+    /// The paths clients mount, one per export in the order of [`Self::exports`]: the
+    /// path given to [`NfsServerBuilder::export_as`], else the directory's absolute path.
+    pub fn client_paths(&self) -> &[String] {
+        &self.client_paths
+    }
+
+    /// The path clients mount export `index` (0 for the first export) as.
+    ///
+    /// # Panics
+    ///
+    /// When there is no export `index`.
+    pub fn client_path(&self, index: usize) -> &str {
+        &self.client_paths[index]
     }
 
     /// The root squashing of the exports.
@@ -322,7 +431,14 @@ impl NfsServer {
                 Squash::Root => "root",
             })
             .arg("--")
-            .args(&self.exports)
+            .args(
+                self.exports
+                    .iter()
+                    .zip(&self.client_paths)
+                    .map(|(directory, client_path)| {
+                        format!("{}={client_path}", directory.display())
+                    }),
+            )
             .env("NFS_PORT", self.nfs_port.to_string())
             .env("MNT_PORT", self.mount_port.to_string());
         let log = self.state.path().join("script.log");
@@ -468,6 +584,88 @@ mod tests {
         server.pause().unwrap();
         assert!(server.is_running(), "a paused server is alive");
         server.resume().unwrap();
+        assert!(server.answers().await);
+    }
+
+    fn mk_export(directory: &str, client_path: Option<&str>) -> (PathBuf, Option<String>) {
+        (PathBuf::from(directory), client_path.map(str::to_owned))
+    }
+
+    #[test]
+    fn client_paths_default_to_the_directory() {
+        let (directories, client_paths) = resolve_client_paths(vec![
+            mk_export("/tmp/a/export", None),
+            mk_export("/tmp/b/export", Some("/shared")),
+        ])
+        .unwrap();
+        assert_eq!(
+            directories,
+            [
+                PathBuf::from("/tmp/a/export"),
+                PathBuf::from("/tmp/b/export")
+            ]
+        );
+        assert_eq!(client_paths, ["/tmp/a/export", "/shared"]);
+    }
+
+    #[test]
+    fn client_paths_the_script_cannot_express_are_refused() {
+        for (exports, reason) in [
+            (vec![mk_export("/tmp/a=b", None)], "contains '='"),
+            (vec![mk_export("/tmp/a", Some("shared"))], "not absolute"),
+            (
+                vec![mk_export("/tmp/a", Some("/sha\"red"))],
+                "contains '\"'",
+            ),
+            (
+                vec![
+                    mk_export("/tmp/a", Some("/shared")),
+                    mk_export("/tmp/b", Some("/shared")),
+                ],
+                "same client path",
+            ),
+            (
+                vec![
+                    mk_export("/tmp/a", None),
+                    mk_export("/tmp/b", Some("/tmp/a")),
+                ],
+                "same client path",
+            ),
+        ] {
+            let error = resolve_client_paths(exports.clone()).unwrap_err();
+            assert!(
+                matches!(&error, NfsServerError::InvalidExport { reason: r, .. } if r.contains(reason)),
+                "{exports:?}: {error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn publishes_an_export_under_its_client_path() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let Some(server) = NfsServer::builder()
+            .export(a.path())
+            .export_as(b.path(), "/shared")
+            .start_for_test("publishes_an_export_under_its_client_path")
+            .await
+        else {
+            return;
+        };
+        assert_eq!(
+            server.exports(),
+            [
+                a.path().canonicalize().unwrap(),
+                b.path().canonicalize().unwrap()
+            ]
+        );
+        let real_a = a.path().canonicalize().unwrap();
+        assert_eq!(server.client_paths(), [real_a.to_str().unwrap(), "/shared"]);
+        assert_eq!(server.client_path(1), "/shared");
+        // Ganesha accepted the pseudo path; mounting it is covered by provisioner-bin's
+        // nfs_e2e seed-scenario test, which has an NFSv3 client.
+        let config = std::fs::read_to_string(server.state.path().join("ganesha.conf")).unwrap();
+        assert!(config.contains("Pseudo = \"/shared\";"), "{config}");
+        assert!(config.contains("Mount_Path_Pseudo = true;"), "{config}");
         assert!(server.answers().await);
     }
 
