@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use provisioner_bin::hostpath::HostPathArgs;
@@ -81,6 +81,32 @@ impl Round {
     fn quantile(&self, q: f64) -> Duration {
         let index = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
         self.latencies[index.min(self.latencies.len() - 1)]
+    }
+}
+
+/// A figure of a round.
+#[derive(Clone, Copy)]
+enum Figure {
+    P50,
+    P90,
+    AllBound,
+}
+
+impl Figure {
+    fn of(self, round: &Round) -> Duration {
+        match self {
+            Figure::P50 => round.quantile(0.5),
+            Figure::P90 => round.quantile(0.9),
+            Figure::AllBound => round.makespan,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Figure::P50 => "p50 claim latency",
+            Figure::P90 => "p90 claim latency",
+            Figure::AllBound => "all claims Bound",
+        }
     }
 }
 
@@ -185,20 +211,16 @@ async fn run(claims: usize, rounds: usize) -> anyhow::Result<()> {
         }
     }
 
-    let summary = |kind: Kind, pick: &dyn Fn(&Round) -> Duration| {
-        let mut values: Vec<Duration> = results[&kind].iter().map(pick).collect();
+    let summary = |kind: Kind, figure: Figure| {
+        let mut values: Vec<Duration> = results[&kind].iter().map(|r| figure.of(r)).collect();
         values.sort();
         values[values.len() / 2]
     };
     println!("median over rounds:");
-    let figures: [(&str, &dyn Fn(&Round) -> Duration); 3] = [
-        ("p50 claim latency", &|r: &Round| r.quantile(0.5)),
-        ("p90 claim latency", &|r: &Round| r.quantile(0.9)),
-        ("all claims Bound", &|r: &Round| r.makespan),
-    ];
-    for (label, pick) in figures {
-        let baseline = summary(Kind::Baseline, pick);
-        let hostpath = summary(Kind::HostPath, pick);
+    for figure in [Figure::P50, Figure::P90, Figure::AllBound] {
+        let label = figure.label();
+        let baseline = summary(Kind::Baseline, figure);
+        let hostpath = summary(Kind::HostPath, figure);
         println!(
             "  {label:<18} baseline {:>7.1} ms  hostpath {:>7.1} ms  ratio {:.2}",
             ms(baseline),
@@ -330,6 +352,16 @@ async fn measure(client: &Client, kind: Kind, count: usize) -> anyhow::Result<Ro
         bound.entry(name).or_insert(at);
     }
     watch.abort();
+    // Free the nodes' pod slots (110 per fake node) for the next round: the pods go at once
+    // (no kubelet to wait for); claims and volumes stay, as in a real cluster.
+    pods.delete_collection(
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+        &ListParams::default(),
+    )
+    .await?;
     let last = bound.values().max().copied().unwrap_or(started);
     let mut latencies: Vec<Duration> = bound
         .iter()

@@ -4,16 +4,19 @@
 //! One instance runs on every node (a DaemonSet, `NODE_NAME` from the downward API). Each
 //! provisions the claims the scheduler placed on its node and deletes the volumes on its
 //! node; one of them, elected with a Lease, also does the work that belongs to no node
-//! ([`ClusterDuties`](backend_hostpath::provisioner::ClusterDuties)).
+//! ([`duties`]).
 //!
 //! - [`HostPathArgs`] → [`HostPathSettings`]: every setting a flag and an environment
 //!   variable, checked by the pure [`HostPathArgs::resolve`]; an error names both.
-//! - [`reserve::ReservedSpace`]: a
+//! - [`reserve::ReservedSpace`], a
 //!   [`VolumeFilesystem`](backend_hostpath::fs::VolumeFilesystem) that keeps some space free
 //!   on every disk, so placement (and *reschedule* when nothing fits) counts it as taken.
 //! - [`nodes`]: this node's labels (node-affinity values for `nodeAffinityKey`), and
 //!   whether a volume's node still exists (for the node-gone policy), from a watch of Node
 //!   metadata.
+//! - [`duties`]: the cluster-wide duties (claims without a node, shared-filesystem
+//!   volumes, volumes of vanished nodes) and the controller that serves them while the
+//!   Lease is held.
 //! - [`run`]: the wiring, around the shared [`runtime`](crate::runtime) pieces.
 //!
 //! # Provisioner name
@@ -22,7 +25,10 @@
 //! `rancher.io/local-path` as an alias by default: StorageClasses of
 //! local-path-provisioner keep working unchanged, and the volumes it provisioned (with
 //! `pv.kubernetes.io/provisioned-by: rancher.io/local-path`) are adopted and deleted
-//! correctly. `--alias ''` (or `PROVISIONER_ALIASES=`) turns the alias off.
+//! correctly. `--alias ''` (or `PROVISIONER_ALIASES=`) turns the alias off. The
+//! `local-path` StorageClass of `deploy/hostpath/` keeps upstream's
+//! `provisioner: rancher.io/local-path` (the field is immutable), so the manifests apply over
+//! an existing local-path installation.
 //!
 //! ```
 //! use clap::Parser;

@@ -247,7 +247,10 @@ async fn the_manifests_agree_with_the_binary_and_with_each_other() -> anyhow::Re
             .host_path
             .as_ref()
             .with_context(|| format!("{path} is not a hostPath volume"))?;
-        assert_eq!(&host_path.path, path, "mounted from the same path on the node");
+        assert_eq!(
+            &host_path.path, path,
+            "mounted from the same path on the node"
+        );
     }
     // The config file the binary reads is the ConfigMap's key.
     let config_mount = container

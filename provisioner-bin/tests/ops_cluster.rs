@@ -692,6 +692,18 @@ async fn metrics_are_scraped_with_the_go_names_and_labels_and_election_can_be_of
         )
         .is_some_and(|count| count >= 2.0)
     );
+    // The queues report their depth by state.
+    for state in ["queued", "retrying", "running"] {
+        assert!(
+            value(
+                &samples,
+                "controller_queue_depth",
+                &[("queue", "claims"), ("state", state)]
+            )
+            .is_some(),
+            "{state}"
+        );
+    }
     let watches: f64 = samples
         .iter()
         .filter(|s| s.name == "kubernetes_client_requests_total")

@@ -24,14 +24,19 @@
 //! | `controller_persistentvolume_delete_failed_duration_seconds` | histogram | `class`, `reason` |
 //! | `controller_persistentvolumeclaim_provision_in_flight` | gauge | |
 //! | `controller_persistentvolume_delete_in_flight` | gauge | |
+//! | `controller_queue_depth` | gauge | `queue` (`claims`, `volumes`), `state` (`queued`, `retrying`, `running`) |
 //! | `controller_retries_total` | counter | |
 //! | `controller_api_requests_total` | counter | `verb`, `resource` |
 //! | `leader_election_master_status` | gauge (1 leading, 0 not) | `name` (client-go's metric) |
 //!
 //! `reason` is the failure kind the controller reports (for example `final`, `timeout`,
-//! `api`). `controller_api_requests_total` counts the requests the controller makes for its
-//! operations (watches and lists excluded); a binary that wraps its client can count every
-//! request separately.
+//! `api`, `cancelled`). `controller_api_requests_total` counts the requests the controller
+//! makes for its operations (watches and lists excluded); a binary that wraps its client can
+//! count every request separately. `leader_election_master_status` is set by whoever runs
+//! the election ([`Metrics::set_leader`]), not by the controller: a replica may run several
+//! controllers under one election, or one controller that always works.
+//!
+//! Give each controller its own `Metrics` if the queue gauges must not mix.
 //!
 //! ```
 //! use prometheus_client::registry::Registry;
@@ -55,7 +60,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::controller::{ApiRequest, DeleteLabels, Observer, Outcome, ProvisionLabels};
+use crate::controller::{
+    ApiRequest, DeleteLabels, Observer, Outcome, ProvisionLabels, QueueDepth, QueueKind,
+};
 
 /// Histogram buckets in seconds: Prometheus' default buckets (the Go library's) and then
 /// up to ten minutes, for backends that take minutes.
@@ -94,6 +101,12 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: &'static str,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LeaderLabels {
     name: String,
 }
@@ -121,6 +134,7 @@ pub struct Metrics {
     delete_duration: Histograms<VolumeLabels>,
     delete_failed_duration: Histograms<VolumeFailureLabels>,
     deletes_in_flight: Gauge,
+    queue_depth: Family<QueueLabels, Gauge>,
     retries: Counter,
     api_requests: Family<RequestLabels, Counter>,
     leader: Family<LeaderLabels, Gauge>,
@@ -141,6 +155,7 @@ impl Metrics {
             delete_duration: histograms(),
             delete_failed_duration: histograms(),
             deletes_in_flight: Gauge::default(),
+            queue_depth: Family::default(),
             retries: Counter::default(),
             api_requests: Family::default(),
             leader: Family::default(),
@@ -197,6 +212,11 @@ impl Metrics {
             metrics.deletes_in_flight.clone(),
         );
         registry.register(
+            "controller_queue_depth",
+            "Objects in the controller's work queues: due and waiting for a slot, waiting for a retry, being worked on",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
             "controller_retries",
             "Total number of failed operations scheduled for a retry",
             metrics.retries.clone(),
@@ -214,18 +234,13 @@ impl Metrics {
         metrics
     }
 
-    /// Records whether this replica leads the election of lock `name`. Losing leadership
-    /// drops the operations in flight, so their gauges return to zero.
+    /// Records whether this replica leads the election of lock `name`.
     pub fn set_leader(&self, name: &str, leading: bool) {
         self.leader
             .get_or_create(&LeaderLabels {
                 name: name.to_owned(),
             })
             .set(i64::from(leading));
-        if !leading {
-            self.provisions_in_flight.set(0);
-            self.deletes_in_flight.set(0);
-        }
     }
 }
 
@@ -242,23 +257,13 @@ fn volume_labels(labels: &DeleteLabels) -> VolumeLabels {
     }
 }
 
-/// A gauge decrement that never goes below zero (an operation that ends after its gauge
-/// was reset by a leadership loss).
-fn finish(gauge: &Gauge) {
-    let _ = gauge.inner().fetch_update(
-        std::sync::atomic::Ordering::Relaxed,
-        std::sync::atomic::Ordering::Relaxed,
-        |value| Some((value - 1).max(0)),
-    );
-}
-
 impl Observer for Metrics {
     fn provision_started(&self, _labels: &ProvisionLabels) {
         self.provisions_in_flight.inc();
     }
 
     fn provision_finished(&self, labels: &ProvisionLabels, outcome: Outcome, elapsed: Duration) {
-        finish(&self.provisions_in_flight);
+        self.provisions_in_flight.dec();
         let claim = claim_labels(labels);
         match outcome {
             Outcome::Succeeded => {
@@ -285,7 +290,7 @@ impl Observer for Metrics {
     }
 
     fn delete_finished(&self, labels: &DeleteLabels, outcome: Outcome, elapsed: Duration) {
-        finish(&self.deletes_in_flight);
+        self.deletes_in_flight.dec();
         let volume = volume_labels(labels);
         match outcome {
             Outcome::Succeeded => {
@@ -308,6 +313,21 @@ impl Observer for Metrics {
 
     fn retry_scheduled(&self, _delay: Duration) {
         self.retries.inc();
+    }
+
+    fn queue_depth(&self, queue: QueueKind, depth: QueueDepth) {
+        for (state, count) in [
+            ("queued", depth.queued),
+            ("retrying", depth.retrying),
+            ("running", depth.running),
+        ] {
+            self.queue_depth
+                .get_or_create(&QueueLabels {
+                    queue: queue.as_str(),
+                    state,
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     fn api_request(&self, request: ApiRequest) {
@@ -451,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_gauges_follow_started_and_finished_and_reset_on_leadership_loss() {
+    fn in_flight_gauges_follow_started_and_finished() {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         let gold = provision("gold", "");
@@ -474,32 +494,71 @@ mod tests {
         );
 
         metrics.provision_finished(&gold, Outcome::Succeeded, Duration::ZERO);
+        metrics.provision_finished(&gold, Outcome::Failed("cancelled"), Duration::ZERO);
         let text = encoded(&registry);
         assert_eq!(
             sample(
                 &text,
                 "controller_persistentvolumeclaim_provision_in_flight"
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"controller_persistentvolumeclaim_provision_failed_total{class="gold",source=""}"#
             ),
             Some("1")
         );
+    }
 
-        metrics.set_leader("lock", false);
-        // An operation that still reports after the reset does not go negative.
-        metrics.provision_finished(&gold, Outcome::Failed("api"), Duration::ZERO);
+    #[test]
+    fn queue_depth_by_queue_and_state_and_leadership_by_lock() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let depth = QueueDepth {
+            queued: 7,
+            retrying: 2,
+            running: 32,
+        };
+        metrics.queue_depth(QueueKind::Claims, depth);
+        metrics.queue_depth(QueueKind::Volumes, QueueDepth::default());
+        metrics.set_leader("example-com-nfs", true);
+        metrics.set_leader("example-com-nfs", false);
         let text = encoded(&registry);
         assert_eq!(
             sample(
                 &text,
-                "controller_persistentvolumeclaim_provision_in_flight"
+                r#"controller_queue_depth{queue="claims",state="queued"}"#
+            ),
+            Some("7")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"controller_queue_depth{queue="claims",state="retrying"}"#
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"controller_queue_depth{queue="claims",state="running"}"#
+            ),
+            Some("32")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"controller_queue_depth{queue="volumes",state="running"}"#
             ),
             Some("0")
         );
         assert_eq!(
-            sample(&text, "controller_persistentvolume_delete_in_flight"),
-            Some("0")
-        );
-        assert_eq!(
-            sample(&text, r#"leader_election_master_status{name="lock"}"#),
+            sample(
+                &text,
+                r#"leader_election_master_status{name="example-com-nfs"}"#
+            ),
             Some("0")
         );
     }

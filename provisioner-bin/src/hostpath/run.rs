@@ -1,7 +1,7 @@
 //! Running one node's hostPath provisioner: [`HostPathSettings`] and the shared
 //! [`CommonArgs`] wired to the backend, the controller and the HTTP endpoints.
 //!
-//! It assembles the [`runtime`](crate::runtime) pieces itself instead of calling
+//! It assembles the [`crate::runtime`] pieces itself instead of calling
 //! [`run_provisioner`](crate::runtime::run_provisioner), because a node agent's election is
 //! different: the node's controller always works (a node's claims can only be served by
 //! that node's instance), and the Lease only decides which instance also runs the

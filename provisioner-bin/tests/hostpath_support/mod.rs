@@ -629,13 +629,13 @@ pub fn affinity_node(volume: &PersistentVolume) -> Option<String> {
     let [requirement] = term.match_expressions.as_deref()? else {
         return None;
     };
-    (requirement.key == "kubernetes.io/hostname" && requirement.operator == "In")
-        .then(|| requirement.values.as_deref())
-        .flatten()
-        .and_then(|values| match values {
-            [value] => Some(value.clone()),
-            _ => None,
-        })
+    if requirement.key != "kubernetes.io/hostname" || requirement.operator != "In" {
+        return None;
+    }
+    match requirement.values.as_deref()? {
+        [value] => Some(value.clone()),
+        _ => None,
+    }
 }
 
 /// The host path of a hostPath volume.
