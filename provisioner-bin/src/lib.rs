@@ -4,5 +4,5 @@
 pub mod explain;
 pub mod hostpath;
 pub mod manifest;
-pub mod runtime;
 pub mod nfs;
+pub mod runtime;
