@@ -389,7 +389,20 @@ impl NfsServer {
     /// Starts the server again on the same ports with the same exports.
     pub async fn restart(&mut self) -> Result<(), NfsServerError> {
         self.stop();
-        self.spawn_and_wait().await
+        let mut attempt = 1;
+        loop {
+            match self.spawn_and_wait().await {
+                // Ganesha clears and re-registers its programs with the one shared rpcbind at
+                // start; when another server starts at the same moment the registration can
+                // collide ("Cannot register NFS V3") and the server exits. That race is
+                // transient, so try again on the same ports.
+                Err(NfsServerError::NotReady { .. }) if attempt < START_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Freezes the server with `SIGSTOP`: connections are still accepted by the kernel but
