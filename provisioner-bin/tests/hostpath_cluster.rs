@@ -488,3 +488,113 @@ async fn the_volume_of_a_vanished_node_is_released_and_its_data_kept() -> anyhow
     setup.assert_running();
     Ok(())
 }
+
+/// What `instance` has logged since byte `from` of its log.
+fn log_since(instance: &hostpath_support::Instance, from: u64) -> String {
+    let log = std::fs::read(instance.process.log_path()).unwrap_or_default();
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(log.len());
+    String::from_utf8_lossy(&log[from..]).into_owned()
+}
+
+/// The current size of every instance's log.
+fn log_sizes(setup: &Setup) -> Vec<u64> {
+    setup
+        .instances
+        .iter()
+        .map(|instance| std::fs::metadata(instance.process.log_path()).map_or(0, |meta| meta.len()))
+        .collect()
+}
+
+/// Waits until every instance has logged `message` after the offsets in `sizes`.
+async fn wait_logged(setup: &Setup, sizes: &[u64], message: &str) {
+    eventually(format!("every instance to log {message:?}"), || async {
+        Ok(setup
+            .instances
+            .iter()
+            .zip(sizes)
+            .all(|(instance, from)| log_since(instance, *from).contains(message))
+            .then_some(()))
+    })
+    .await;
+}
+
+/// Replaces `path` the way a ConfigMap update does: a new file renamed over the old one.
+fn replace_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, content)?;
+    std::fs::rename(&staged, path)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_running_binary_follows_config_changes_and_keeps_the_last_good_one()
+-> anyhow::Result<()> {
+    let plane = PLANE.get().await?;
+    let mut setup = Setup::new(plane, "hp-reload", &[], |_| Vec::new()).await?;
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    let node = NODES[0];
+    let on_node = [(SELECTED_NODE, node)];
+
+    // The instances have read the first configuration once they serve.
+    wait_logged(&setup, &[0; NODES.len()], "serving this node's claims").await;
+
+    // A broken file is refused; the instances go on with the configuration they had.
+    let sizes = log_sizes(&setup);
+    replace_file(&setup.disks.config(), r#"{"nodePathMap": 42}"#)?;
+    wait_logged(&setup, &sizes, "keeping the last good configuration").await;
+    create(
+        &setup.claims(),
+        &mk_claim("before", &setup.class, "1Mi", &on_node),
+    )
+    .await?;
+    let (_, before) = wait_bound(&client, &namespace, "before").await;
+    let before_path = host_path(&before).expect("a hostPath volume");
+    assert!(
+        before_path.starts_with(setup.disks.disk(node)),
+        "{} is not on the first configuration's disk",
+        before_path.display()
+    );
+
+    // A valid new file moves the disks: new volumes go to the new paths.
+    let moved_root = setup.disks.root.path().join("moved");
+    let node_path_map: Vec<serde_json::Value> = NODES
+        .iter()
+        .map(|node| {
+            let disk = moved_root.join(node);
+            std::fs::create_dir_all(&disk)?;
+            Ok(serde_json::json!({"node": node, "paths": [disk]}))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let sizes = log_sizes(&setup);
+    replace_file(
+        &setup.disks.config(),
+        &serde_json::json!({ "nodePathMap": node_path_map }).to_string(),
+    )?;
+    wait_logged(&setup, &sizes, "applied the new configuration").await;
+    create(
+        &setup.claims(),
+        &mk_claim("after", &setup.class, "1Mi", &on_node),
+    )
+    .await?;
+    let (_, after) = wait_bound(&client, &namespace, "after").await;
+    let after_path = host_path(&after).expect("a hostPath volume");
+    assert!(
+        after_path.starts_with(moved_root.join(node)),
+        "{} is not on the new configuration's disk",
+        after_path.display()
+    );
+    assert!(after_path.is_dir());
+
+    // Both are deleted from where they were made: the record on the volume says where,
+    // also for the path the configuration no longer lists.
+    for (claim, volume, path) in [
+        ("before", &before, &before_path),
+        ("after", &after, &after_path),
+    ] {
+        delete(&setup.claims(), claim).await?;
+        wait_volume_gone(&client, volume.metadata.name.as_deref().unwrap_or_default()).await;
+        assert!(!path.exists(), "{} survived the deletion", path.display());
+    }
+    setup.assert_running();
+    Ok(())
+}
