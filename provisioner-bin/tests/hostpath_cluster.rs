@@ -598,3 +598,78 @@ async fn the_running_binary_follows_config_changes_and_keeps_the_last_good_one()
     setup.assert_running();
     Ok(())
 }
+
+#[tokio::test]
+async fn a_shared_filesystem_serves_immediate_many_node_claims_from_the_duties_holder()
+-> anyhow::Result<()> {
+    let plane = PLANE.get().await?;
+    // One path "mounted on every node": here one directory all instances see.
+    let disks = Disks::new()?;
+    let shared = disks.root.path().join("shared");
+    std::fs::create_dir(&shared)?;
+    std::fs::write(
+        disks.config(),
+        serde_json::json!({ "sharedFileSystemPath": shared }).to_string(),
+    )?;
+    let mut setup = Setup::with_disks(plane, "hp-shared", &[], disks, |_| Vec::new()).await?;
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    let immediate = testenv::unique_name("hp-shared-now");
+    let mut class = mk_class(&immediate, &setup.provisioner, &[]);
+    class.volume_binding_mode = Some("Immediate".into());
+    create_class(&client, &class).await?;
+
+    let holder = duties_holder(&client, &namespace, &setup.provisioner).await;
+    let mut claim = mk_claim("files", &immediate, "1Mi", &[]);
+    if let Some(spec) = claim.spec.as_mut() {
+        spec.access_modes = Some(vec!["ReadWriteMany".into(), "ReadOnlyMany".into()]);
+    }
+    create(&setup.claims(), &claim).await?;
+
+    // Bound before any pod exists, by the holder of the cluster-wide duties alone.
+    let (_, volume) = wait_bound(&client, &namespace, "files").await;
+    assert!(
+        volume
+            .spec
+            .as_ref()
+            .is_some_and(|spec| spec.node_affinity.is_none()),
+        "a shared volume is on every node: {:?}",
+        volume.spec
+    );
+    let volume_name = volume.metadata.name.clone().unwrap_or_default();
+    let path = host_path(&volume).expect("a hostPath volume");
+    assert_eq!(
+        path,
+        shared.join(format!("{volume_name}_{namespace}_files"))
+    );
+    assert!(path.is_dir());
+    let claim_events = claim_events(&client, &namespace, "files").await?;
+    let succeeded: Vec<_> = claim_events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ProvisioningSucceeded"))
+        .collect();
+    assert_eq!(succeeded.len(), 1, "{}", describe(&claim_events));
+    assert_eq!(
+        succeeded[0].reporting_instance.as_deref(),
+        Some(holder.as_str())
+    );
+
+    // Pods on both nodes use it at once.
+    for node in NODES {
+        let pod = format!("app-{node}");
+        create(&setup.pods(), &mk_pod(&pod, "files", Some(node))).await?;
+        let running = wait_running(&setup.pods(), &pod).await;
+        assert_eq!(
+            running.spec.and_then(|spec| spec.node_name).as_deref(),
+            Some(node)
+        );
+    }
+
+    for node in NODES {
+        delete(&setup.pods(), &format!("app-{node}")).await?;
+    }
+    delete(&setup.claims(), "files").await?;
+    wait_volume_gone(&client, &volume_name).await;
+    assert!(!path.exists(), "{} survived the deletion", path.display());
+    setup.assert_running();
+    Ok(())
+}
