@@ -673,3 +673,72 @@ async fn a_shared_filesystem_serves_immediate_many_node_claims_from_the_duties_h
     setup.assert_running();
     Ok(())
 }
+
+#[tokio::test]
+async fn a_volume_left_by_local_path_provisioner_is_adopted_and_deleted() -> anyhow::Result<()> {
+    const LOCAL_PATH: &str = "rancher.io/local-path";
+    let plane = PLANE.get().await?;
+    let mut setup = Setup::new(plane, "hp-adopt", &[], |_| {
+        vec![format!("--alias={LOCAL_PATH}")]
+    })
+    .await?;
+    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    let legacy_class = testenv::unique_name("local-path");
+    create_class(&client, &mk_class(&legacy_class, LOCAL_PATH, &[])).await?;
+
+    // What local-path-provisioner left behind: a directory with data on node-a's disk and
+    // its PV (none of our annotations), pre-bound to the claim that uses it.
+    let node = NODES[0];
+    let volume_name = testenv::unique_name("pvc-legacy");
+    let dir = setup
+        .disks
+        .disk(node)
+        .join(format!("{volume_name}_{namespace}_old"));
+    std::fs::create_dir(&dir)?;
+    std::fs::write(dir.join("data.txt"), "written before the switch")?;
+    let volume: PersistentVolume = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": volume_name,
+            "annotations": {
+                "pv.kubernetes.io/provisioned-by": LOCAL_PATH,
+                "local.path.provisioner/selected-node": node,
+            },
+        },
+        "spec": {
+            "capacity": {"storage": "1Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": legacy_class,
+            "hostPath": {"path": dir, "type": "DirectoryOrCreate"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]},
+            ]}]}},
+            "claimRef": {"namespace": namespace, "name": "old"},
+        },
+    }))?;
+    create(&Api::<PersistentVolume>::all(client.clone()), &volume).await?;
+    let mut claim = mk_claim("old", &legacy_class, "1Mi", &[]);
+    if let Some(spec) = claim.spec.as_mut() {
+        spec.volume_name = Some(volume_name.clone());
+    }
+    create(&setup.claims(), &claim).await?;
+    wait_bound(&client, &namespace, "old").await;
+
+    // The claim goes: the instance of the volume's node deletes the directory, then the PV.
+    delete(&setup.claims(), "old").await?;
+    wait_volume_gone(&client, &volume_name).await;
+    assert!(!dir.exists(), "{} survived the deletion", dir.display());
+    let events = Api::<Event>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("involvedObject.name={volume_name}")))
+        .await?
+        .items;
+    assert!(
+        !events
+            .iter()
+            .any(|e| is_warning_from(e, &setup.provisioner)),
+        "{}",
+        describe(&events)
+    );
+    setup.assert_running();
+    Ok(())
+}
