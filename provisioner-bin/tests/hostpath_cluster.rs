@@ -6,7 +6,7 @@
 mod hostpath_support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hostpath_support::{
     Disks, NODES, SELECTED_NODE, Setup, affinity_node, claim_events, create, create_class, delete,
@@ -526,14 +526,30 @@ fn replace_file(path: &Path, content: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates claim `name` of the setup's class with `NODES[0]` as its selected node, and
+/// waits until it is Bound; returns its volume and the volume's host path.
+async fn provision_on_node(
+    setup: &Setup,
+    name: &str,
+) -> anyhow::Result<(PersistentVolume, PathBuf)> {
+    let on_node = [(SELECTED_NODE, NODES[0])];
+    create(
+        &setup.claims(),
+        &mk_claim(name, &setup.class, "1Mi", &on_node),
+    )
+    .await?;
+    let (_, volume) = wait_bound(&setup.client, &setup.namespace, name).await;
+    let path = host_path(&volume).expect("a hostPath volume");
+    Ok((volume, path))
+}
+
 #[tokio::test]
 async fn the_running_binary_follows_config_changes_and_keeps_the_last_good_one()
 -> anyhow::Result<()> {
     let plane = PLANE.get().await?;
     let mut setup = Setup::new(plane, "hp-reload", &[], |_| Vec::new()).await?;
-    let (client, namespace) = (setup.client.clone(), setup.namespace.clone());
+    let client = setup.client.clone();
     let node = NODES[0];
-    let on_node = [(SELECTED_NODE, node)];
 
     // The instances have read the first configuration once they serve.
     wait_logged(&setup, &[0; NODES.len()], "serving this node's claims").await;
@@ -542,13 +558,7 @@ async fn the_running_binary_follows_config_changes_and_keeps_the_last_good_one()
     let sizes = log_sizes(&setup);
     replace_file(&setup.disks.config(), r#"{"nodePathMap": 42}"#)?;
     wait_logged(&setup, &sizes, "keeping the last good configuration").await;
-    create(
-        &setup.claims(),
-        &mk_claim("before", &setup.class, "1Mi", &on_node),
-    )
-    .await?;
-    let (_, before) = wait_bound(&client, &namespace, "before").await;
-    let before_path = host_path(&before).expect("a hostPath volume");
+    let (before, before_path) = provision_on_node(&setup, "before").await?;
     assert!(
         before_path.starts_with(setup.disks.disk(node)),
         "{} is not on the first configuration's disk",
@@ -571,13 +581,7 @@ async fn the_running_binary_follows_config_changes_and_keeps_the_last_good_one()
         &serde_json::json!({ "nodePathMap": node_path_map }).to_string(),
     )?;
     wait_logged(&setup, &sizes, "applied the new configuration").await;
-    create(
-        &setup.claims(),
-        &mk_claim("after", &setup.class, "1Mi", &on_node),
-    )
-    .await?;
-    let (_, after) = wait_bound(&client, &namespace, "after").await;
-    let after_path = host_path(&after).expect("a hostPath volume");
+    let (after, after_path) = provision_on_node(&setup, "after").await?;
     assert!(
         after_path.starts_with(moved_root.join(node)),
         "{} is not on the new configuration's disk",

@@ -57,7 +57,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/nfs-ganesh
 /// How long a server may take to answer after starting.
 pub const DEFAULT_NFS_START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Attempts with fresh ports when a server dies at startup (a port taken meanwhile).
+/// Attempts to start a server that dies before it is ready (see `spawn_retrying`).
 const START_ATTEMPTS: usize = 3;
 
 /// Failure to start or control an [`NfsServer`].
@@ -214,16 +214,13 @@ impl NfsServerBuilder {
             state,
             process: None,
         };
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            (server.nfs_port, server.mount_port) = free_port_pair()?;
-            match server.spawn_and_wait().await {
-                Ok(()) => return Ok(server),
-                Err(error @ NfsServerError::NotReady { .. }) => last_error = Some(error),
-                Err(other) => return Err(other),
-            }
-        }
-        Err(last_error.expect("at least one attempt was made"))
+        server
+            .spawn_retrying(|server| {
+                (server.nfs_port, server.mount_port) = free_port_pair()?;
+                Ok(())
+            })
+            .await?;
+        Ok(server)
     }
 }
 
@@ -389,20 +386,7 @@ impl NfsServer {
     /// Starts the server again on the same ports with the same exports.
     pub async fn restart(&mut self) -> Result<(), NfsServerError> {
         self.stop();
-        let mut attempt = 1;
-        loop {
-            match self.spawn_and_wait().await {
-                // Ganesha clears and re-registers its programs with the one shared rpcbind at
-                // start; when another server starts at the same moment the registration can
-                // collide ("Cannot register NFS V3") and the server exits. That race is
-                // transient, so try again on the same ports.
-                Err(NfsServerError::NotReady { .. }) if attempt < START_ATTEMPTS => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                result => return result,
-            }
-        }
+        self.spawn_retrying(|_| Ok(())).await
     }
 
     /// Freezes the server with `SIGSTOP`: connections are still accepted by the kernel but
@@ -428,6 +412,30 @@ impl NfsServer {
             Ok(())
         } else {
             Err(NfsServerError::Signal { signal, pid })
+        }
+    }
+
+    /// [`Self::spawn_and_wait`], tried up to [`START_ATTEMPTS`] times while the server dies
+    /// before it is ready; `prepare` runs before each attempt (a first start picks fresh
+    /// ports there, a restart keeps its own).
+    ///
+    /// Two causes are transient: a port taken by someone else between choosing and binding
+    /// it, and Ganesha's registration with the one shared rpcbind colliding with another
+    /// server starting at the same moment ("Cannot register NFS V3").
+    async fn spawn_retrying(
+        &mut self,
+        mut prepare: impl FnMut(&mut Self) -> Result<(), NfsServerError>,
+    ) -> Result<(), NfsServerError> {
+        let mut attempt = 1;
+        loop {
+            prepare(self)?;
+            match self.spawn_and_wait().await {
+                Err(NfsServerError::NotReady { .. }) if attempt < START_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                result => return result,
+            }
         }
     }
 
